@@ -1,0 +1,98 @@
+"""The event log on JetStream: appends with optimistic concurrency and deduplication.
+
+One message holds the events of one decision (a JSON array), so a decision is atomic.
+``Nats-Expected-Last-Subject-Sequence`` makes two writers racing on one aggregate
+unable to both win; ``Nats-Msg-Id`` makes a retried command append nothing new.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from openweights.errors import ConcurrencyConflict, Unavailable
+from openweights.events import Event, encode
+from openweights.subjects import Subjects
+
+WRONG_LAST_SEQUENCE = 10071
+
+
+@dataclass(frozen=True)
+class Appended:
+    seq: int
+    duplicate: bool
+
+
+class EventLog:
+    """Append side of the log. Readers live in :mod:`openweights.adapters.nats.reader`."""
+
+    def __init__(self, nc: Client, js: JetStreamContext, subjects: Subjects,
+                 timeout: float = 5.0) -> None:
+        self.nc, self.js, self.subjects, self.timeout = nc, js, subjects, timeout
+
+    async def append(
+        self,
+        subject: str,
+        events: Sequence[Event],
+        *,
+        expected_last_subject_seq: int | None,
+        msg_id: str | None = None,
+    ) -> Appended:
+        """Append one decision; ``expected_last_subject_seq=0`` means "subject is new".
+
+        Raises :class:`ConcurrencyConflict` when another writer got there first, and
+        :class:`Unavailable` when JetStream did not answer.
+        """
+        headers: dict[str, str] = {}
+        if expected_last_subject_seq is not None:
+            headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_subject_seq)
+        if msg_id is not None:
+            headers["Nats-Msg-Id"] = msg_id
+        try:
+            ack = await self.js.publish(subject, encode(events), timeout=self.timeout,
+                                        headers=headers or None)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == WRONG_LAST_SEQUENCE:
+                raise ConcurrencyConflict(
+                    f"{subject} changed since sequence {expected_last_subject_seq}"
+                ) from exc
+            raise
+        except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError,
+                nats.errors.ConnectionClosedError) as exc:
+            raise Unavailable(f"JetStream did not acknowledge an append to {subject}") from exc
+        return Appended(seq=ack.seq, duplicate=bool(ack.duplicate))
+
+    async def last_seq(self) -> int:
+        info = await self.js.stream_info(self.subjects.events_stream)
+        return int(info.state.last_seq)
+
+    async def last_subject_seq(self, subject: str) -> int:
+        """Sequence of the newest message on ``subject`` (0 if none)."""
+        try:
+            msg = await self.js.get_last_msg(self.subjects.events_stream, subject, direct=True)
+        except nats.js.errors.NotFoundError:
+            return 0
+        return int(msg.seq or 0)
+
+
+def parse_ack_reply(reply: str) -> tuple[int, int, int]:
+    """``(stream_seq, timestamp_ns, num_pending)`` from a JetStream delivery's reply subject.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` (the v1
+    form; v2 adds a domain and account hash in front, so count from the end).
+    """
+    parts = reply.split(".")
+    return int(parts[-4]), int(parts[-2]), int(parts[-1])
+
+
+def error_body(data: bytes) -> str:
+    try:
+        return str(json.loads(data).get("error", {}).get("description", data[:200]))
+    except ValueError:
+        return data[:200].decode(errors="replace")

@@ -1,0 +1,42 @@
+"""One frozen settings object per process, read once at start from the environment.
+
+Every service and the CLI build exactly one ``Settings`` in their composition root and
+pass it down; nothing reads ``os.environ`` for configuration anywhere else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_home() -> Path:
+    return Path.home() / ".openweights"
+
+
+class Settings(BaseSettings):
+    """Configuration shared by every openweights program (env prefix ``OW_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="OW_", frozen=True, extra="ignore")
+
+    home: Path = Field(default_factory=default_home)
+    # Unset: `ow up` starts embedded servers and records their URLs under `home`.
+    nats_url: str | None = None
+    database_url: str | None = None
+    # Prefix of every stream name and subject; tests give each test its own.
+    namespace: str = "ow"
+    # JetStream placement: 1 replica and file storage locally, 3 replicas in production.
+    stream_replicas: int = 1
+    stream_storage: str = "file"
+    # Retention of high-volume side streams (seconds; 0 = forever).
+    log_max_age_s: int = 30 * 24 * 3600
+    # Organization used while tokens do not say otherwise (see the tenancy issue).
+    default_org: str = "default"
+    log_json: bool | None = None
+    request_timeout_s: float = 10.0
+
+    @property
+    def stream_prefix(self) -> str:
+        return self.namespace.upper().replace("-", "_")

@@ -1,0 +1,304 @@
+"""The job aggregate and its runs.
+
+Job states (the five users of the original OpenWeights know):
+
+- ``pending``: waiting for a worker; the scheduler may assign it.
+- ``in_progress``: assigned to a worker; its current run is open.
+- ``completed``: the current run's process exited 0. Resubmitting returns it unchanged.
+- ``failed``: the process exited non-zero (or could not start). Resubmitting resets it.
+- ``canceled``: stopped by a client or by its timeout. Resubmitting resets it.
+
+A run is one execution of the job by one worker: ``in_progress`` then ``completed``,
+``failed`` or ``canceled``. Fencing: a worker's status change names its run, and is
+accepted only while that run is the job's open run on that worker.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+from openweights.domain.commands import (
+    AssignJob,
+    CancelJob,
+    CompleteRun,
+    ExtendJobTimeout,
+    FailRun,
+    JobCommand,
+    RequeueJob,
+    RestartJob,
+    StartRun,
+    StoreRunLog,
+    SubmitJob,
+)
+from openweights.errors import Fenced, IllegalTransition
+from openweights.events import (
+    Actor,
+    Event,
+    JobAssigned,
+    JobCanceled,
+    JobCompleted,
+    JobFailed,
+    JobRequeued,
+    JobRequirementsChanged,
+    JobReset,
+    JobSubmitted,
+    JobTimeoutExtended,
+    RunLogStored,
+    RunStarted,
+)
+
+JobStatus = Literal["pending", "in_progress", "completed", "failed", "canceled"]
+RunStatus = Literal["in_progress", "completed", "failed", "canceled"]
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "canceled"})
+
+# (state before, event) -> state after. ``None`` is "no such job yet"; ``"*"`` keeps it.
+TRANSITIONS: dict[tuple[str | None, type[Event]], str] = {
+    (None, JobSubmitted): "pending",
+    ("failed", JobReset): "pending",
+    ("canceled", JobReset): "pending",
+    ("completed", JobReset): "pending",  # an explicit restart only
+    ("pending", JobRequirementsChanged): "*",
+    ("in_progress", JobRequirementsChanged): "*",
+    ("completed", JobRequirementsChanged): "*",
+    ("pending", JobAssigned): "in_progress",
+    ("in_progress", RunStarted): "*",
+    ("in_progress", JobCompleted): "completed",
+    ("in_progress", JobFailed): "failed",
+    ("pending", JobCanceled): "canceled",
+    ("in_progress", JobCanceled): "canceled",
+    ("in_progress", JobRequeued): "pending",
+    ("completed", RunLogStored): "*",
+    ("failed", RunLogStored): "*",
+    ("canceled", RunLogStored): "*",
+    ("pending", RunLogStored): "*",
+    ("in_progress", RunLogStored): "*",
+    ("pending", JobTimeoutExtended): "*",
+    ("in_progress", JobTimeoutExtended): "*",
+}
+
+
+class RunState(msgspec.Struct, frozen=True, gc=False):
+    id: str
+    job_id: str
+    worker_id: str
+    status: RunStatus
+    created_at: datetime
+    updated_at: datetime
+    log_file: str | None = None
+    started_at: datetime | None = None
+
+
+class JobState(msgspec.Struct, frozen=True, gc=False):
+    id: str
+    org: str
+    type: str
+    model: str | None
+    params: dict[str, Any]
+    script: str
+    docker_image: str
+    requires_vram_gb: int | None
+    allowed_hardware: list[str] | None
+    status: JobStatus
+    created_at: datetime
+    updated_at: datetime
+    submitted_at: datetime
+    timeout: datetime | None = None
+    worker_id: str | None = None
+    runs: tuple[RunState, ...] = ()
+
+    @property
+    def open_run(self) -> RunState | None:
+        run = self.runs[-1] if self.runs else None
+        return run if run is not None and run.status == "in_progress" else None
+
+    def run(self, run_id: str) -> RunState | None:
+        for run in reversed(self.runs):
+            if run.id == run_id:
+                return run
+        return None
+
+
+def _status(state: JobState | None) -> str | None:
+    return None if state is None else state.status
+
+
+def _check(state: JobState | None, event_type: type[Event], command: str) -> None:
+    if (_status(state), event_type) not in TRANSITIONS:
+        raise IllegalTransition("job", str(_status(state) or "absent"), command)
+
+
+def _fence(state: JobState, run_id: str, worker_id: str, command: str) -> RunState:
+    """The run must be the job's open run, held by this worker; else the worker is stale."""
+    run = state.open_run
+    if state.status != "in_progress" or run is None or run.id != run_id or (
+        run.worker_id != worker_id
+    ):
+        raise Fenced(
+            f"{command} from worker {worker_id!r} for run {run_id!r} ignored: job "
+            f"{state.id} is {state.status} with open run "
+            f"{run.id if run else None!r}"
+        )
+    return run
+
+
+def decide(state: JobState | None, cmd: JobCommand, now: datetime, by: Actor) -> list[Event]:
+    """Events that ``cmd`` causes for a job in ``state`` (``[]`` if it changes nothing)."""
+    name = type(cmd).__name__
+    meta: dict[str, Any] = {"at": now, "by": by}
+    match cmd:
+        case SubmitJob():
+            return _decide_submit(state, cmd, meta)
+        case RestartJob():
+            if state is None:
+                raise IllegalTransition("job", "absent", name)
+            _check(state, JobReset, name)
+            return [JobReset(**meta, **_spec_of(state))]
+    if state is None:
+        raise IllegalTransition("job", "absent", name)
+    match cmd:
+        case AssignJob(worker_id=worker_id, run_id=run_id):
+            _check(state, JobAssigned, name)
+            return [JobAssigned(**meta, job_id=state.id, worker_id=worker_id, run_id=run_id)]
+        case StartRun(run_id=run_id, worker_id=worker_id):
+            run = _fence(state, run_id, worker_id, name)
+            if run.started_at is not None:
+                return []  # a retried start changes nothing
+            return [RunStarted(**meta, job_id=state.id, run_id=run_id, worker_id=worker_id)]
+        case CompleteRun(run_id=run_id, worker_id=worker_id, log_file=log_file):
+            _fence(state, run_id, worker_id, name)
+            return [JobCompleted(**meta, job_id=state.id, run_id=run_id, worker_id=worker_id,
+                                 log_file=log_file)]
+        case FailRun():
+            _fence(state, cmd.run_id, cmd.worker_id, name)
+            return [JobFailed(**meta, job_id=state.id, run_id=cmd.run_id,
+                              worker_id=cmd.worker_id, error=cmd.error,
+                              exit_code=cmd.exit_code, log_file=cmd.log_file)]
+        case RequeueJob():
+            _fence(state, cmd.run_id, cmd.worker_id, name)
+            return [JobRequeued(**meta, job_id=state.id, run_id=cmd.run_id,
+                                worker_id=cmd.worker_id, run_status=cmd.run_status,
+                                reason=cmd.reason, log_file=cmd.log_file)]
+        case CancelJob():
+            return _decide_cancel(state, cmd, meta)
+        case StoreRunLog(run_id=run_id, worker_id=worker_id, log_file=log_file):
+            run = state.run(run_id)
+            if run is None or run.worker_id != worker_id:
+                raise Fenced(f"run {run_id!r} of job {state.id} is not held by {worker_id!r}")
+            return [RunLogStored(**meta, job_id=state.id, run_id=run_id, worker_id=worker_id,
+                                 log_file=log_file)]
+        case ExtendJobTimeout(timeout=timeout):
+            _check(state, JobTimeoutExtended, name)
+            if timeout == state.timeout:
+                return []
+            return [JobTimeoutExtended(**meta, job_id=state.id, timeout=timeout)]
+    raise TypeError(f"not a job command: {cmd!r}")
+
+
+_PLACEMENT = ("script", "docker_image", "requires_vram_gb", "allowed_hardware")
+
+
+def _spec_of(s: JobState | SubmitJob) -> dict[str, Any]:
+    job_id = s.id if isinstance(s, JobState) else s.job_id
+    return {
+        "job_id": job_id, "org": s.org, "type": s.type, "model": s.model, "params": s.params,
+        "script": s.script, "docker_image": s.docker_image,
+        "requires_vram_gb": s.requires_vram_gb, "allowed_hardware": s.allowed_hardware,
+        "timeout": s.timeout,
+    }
+
+
+def _decide_submit(state: JobState | None, cmd: SubmitJob, meta: dict[str, Any]) -> list[Event]:
+    if state is None:
+        return [JobSubmitted(**meta, **_spec_of(cmd))]
+    if state.status in ("failed", "canceled"):
+        return [JobReset(**meta, **_spec_of(cmd))]
+    if all(getattr(state, f) == getattr(cmd, f) for f in _PLACEMENT):
+        return []  # the same job again: it runs once
+    return [JobRequirementsChanged(**meta, job_id=state.id,
+                                   **{f: getattr(cmd, f) for f in _PLACEMENT})]
+
+
+def _decide_cancel(state: JobState, cmd: CancelJob, meta: dict[str, Any]) -> list[Event]:
+    name = "CancelJob"
+    if cmd.worker_id is not None:
+        # A worker cancels only its own open run (its timeout passed).
+        assert cmd.run_id is not None, "a worker cancels a named run"
+        _fence(state, cmd.run_id, cmd.worker_id, name)
+    _check(state, JobCanceled, name)
+    run = state.open_run
+    return [JobCanceled(**meta, job_id=state.id, run_id=run.id if run else None,
+                        reason=cmd.reason)]
+
+
+def evolve(state: JobState | None, event: Event) -> JobState:
+    """The job after ``event``; raises :class:`IllegalTransition` for an impossible history."""
+    after = TRANSITIONS.get((_status(state), type(event)))
+    if after is None:
+        raise IllegalTransition("job", str(_status(state) or "absent"), event.tag)
+    if isinstance(event, JobSubmitted):
+        return JobState(
+            id=event.job_id, org=event.org, type=event.type, model=event.model,
+            params=event.params, script=event.script, docker_image=event.docker_image,
+            requires_vram_gb=event.requires_vram_gb, allowed_hardware=event.allowed_hardware,
+            status="pending", created_at=event.at, updated_at=event.at, submitted_at=event.at,
+            timeout=event.timeout,
+        )
+    assert state is not None
+    status = state.status if after == "*" else after
+    return _apply(state, event, status)  # type: ignore[arg-type]
+
+
+def _with_run(state: JobState, run_id: str, **changes: Any) -> tuple[RunState, ...]:
+    return tuple(msgspec.structs.replace(r, **changes) if r.id == run_id else r
+                 for r in state.runs)
+
+
+def _apply(state: JobState, event: Event, status: JobStatus) -> JobState:
+    at = event.at
+    r = msgspec.structs.replace
+    match event:
+        case JobReset():
+            return r(state, type=event.type, model=event.model, params=event.params,
+                     script=event.script, docker_image=event.docker_image,
+                     requires_vram_gb=event.requires_vram_gb,
+                     allowed_hardware=event.allowed_hardware, timeout=event.timeout,
+                     status=status, worker_id=None, updated_at=at, submitted_at=at)
+        case JobRequirementsChanged():
+            return r(state, script=event.script, docker_image=event.docker_image,
+                     requires_vram_gb=event.requires_vram_gb,
+                     allowed_hardware=event.allowed_hardware, updated_at=at)
+        case JobAssigned():
+            run = RunState(id=event.run_id, job_id=state.id, worker_id=event.worker_id,
+                           status="in_progress", created_at=at, updated_at=at)
+            return r(state, status=status, worker_id=event.worker_id, updated_at=at,
+                     runs=(*state.runs, run))
+        case RunStarted():
+            return r(state, runs=_with_run(state, event.run_id, started_at=at, updated_at=at))
+        case JobCompleted() | JobFailed():
+            runs = _with_run(state, event.run_id, status=status, updated_at=at,
+                             log_file=event.log_file)
+            return r(state, status=status, updated_at=at, runs=runs)
+        case JobCanceled():
+            runs = state.runs
+            if event.run_id is not None:
+                runs = _with_run(state, event.run_id, status="canceled", updated_at=at)
+            return r(state, status=status, updated_at=at, runs=runs)
+        case JobRequeued():
+            runs = _with_run(state, event.run_id, status=event.run_status, updated_at=at,
+                             log_file=event.log_file)
+            return r(state, status=status, worker_id=None, updated_at=at, runs=runs)
+        case RunLogStored():
+            return r(state, runs=_with_run(state, event.run_id, log_file=event.log_file,
+                                           updated_at=at))
+        case JobTimeoutExtended():
+            return r(state, timeout=event.timeout, updated_at=at)
+    raise TypeError(f"not a job event: {event!r}")
+
+
+def fold(events: list[Event], state: JobState | None = None) -> JobState | None:
+    for event in events:
+        state = evolve(state, event)
+    return state

@@ -1,0 +1,127 @@
+"""The package's small error tree.
+
+Every error says what went wrong *and* what to do about it (``hint``). Services send
+errors over the wire as ``(code, message)``; :data:`BY_CODE` turns them back into these
+classes in the SDK, so a caller catches the same types locally and remotely.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class OpenWeightsError(Exception):
+    """Base of every error openweights raises on purpose."""
+
+    code: ClassVar[str] = "error"
+    hint: ClassVar[str] = "see the message"
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequest(OpenWeightsError, ValueError):
+    """The request itself is wrong: fix the named field or value and send it again."""
+
+    code = "invalid"
+    hint = "fix the named field and retry"
+
+
+class NotFound(OpenWeightsError, KeyError):
+    """No such object in your organization: check the id (``ow ls`` lists jobs)."""
+
+    code = "not_found"
+    hint = "check the id; `ow ls` lists your jobs"
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.message
+
+
+class Conflict(OpenWeightsError):
+    """The object changed state meanwhile: refresh it and decide again."""
+
+    code = "conflict"
+    hint = "refresh the object and retry if it still makes sense"
+
+
+class IllegalTransition(Conflict):
+    """A command does not apply in the aggregate's current state (named in the message)."""
+
+    code = "illegal_transition"
+
+    def __init__(self, aggregate: str, state: str, command: str, detail: str = "") -> None:
+        self.aggregate, self.state, self.command = aggregate, state, command
+        extra = f": {detail}" if detail else ""
+        super().__init__(f"{aggregate} in state '{state}' cannot accept {command}{extra}")
+
+
+class Fenced(Conflict):
+    """A worker spoke for a run it no longer owns; its update was ignored. Nothing to do."""
+
+    code = "fenced"
+
+
+class ConcurrencyConflict(Conflict):
+    """Another writer appended to the same aggregate first; re-read it and decide again."""
+
+    code = "concurrency_conflict"
+    retryable = True
+
+
+class Forbidden(OpenWeightsError, PermissionError):
+    """Your credentials do not allow this: use a token with the needed role."""
+
+    code = "forbidden"
+    hint = "use a token of the right organization and role"
+
+
+class AuthenticationError(OpenWeightsError):
+    """The API token is unknown, revoked or expired: create a new one (`ow token create`)."""
+
+    code = "unauthenticated"
+    hint = "set OPENWEIGHTS_API_KEY to a valid token (`ow token create`)"
+
+
+class Unavailable(OpenWeightsError, ConnectionError):
+    """A service did not answer in time; the SDK retries these, you may retry too."""
+
+    code = "unavailable"
+    hint = "retry; check that `ow up` (or your deployment) is running"
+    retryable = True
+
+
+class StackUnavailable(Unavailable):
+    """The openweights stack is not reachable: start it with `ow up` or set OW_NATS_URL."""
+
+    code = "stack_unavailable"
+
+
+class PayloadTooLarge(InvalidRequest):
+    """The request exceeds the size limit: upload large data as a file and pass its id."""
+
+    code = "too_large"
+
+
+BY_CODE: dict[str, type[OpenWeightsError]] = {
+    cls.code: cls
+    for cls in (
+        OpenWeightsError, InvalidRequest, NotFound, Conflict, IllegalTransition, Fenced,
+        ConcurrencyConflict, Forbidden, AuthenticationError, Unavailable, StackUnavailable,
+        PayloadTooLarge,
+    )
+}
+
+
+def from_wire(code: str, message: str) -> OpenWeightsError:
+    """Rebuild a typed error received from a service (unknown codes stay generic)."""
+    cls = BY_CODE.get(code, OpenWeightsError)
+    if cls is IllegalTransition:
+        err = Conflict.__new__(IllegalTransition)
+        OpenWeightsError.__init__(err, message)
+        return err
+    return cls(message)

@@ -1,0 +1,114 @@
+"""Subject and stream names: one place, parameterised by the namespace.
+
+- ``<ns>.<org>.<kind>.<id>``: the history of one aggregate (stream ``<NS>_EVENTS``).
+  Run events (``kind == "run"``) share that stream but not a job's subject.
+- ``<ns>live.<org>.<kind>.<id>``: the same messages republished by JetStream with
+  their stream sequence in headers: what clients subscribe to for live data.
+- ``<ns>log.<org>.<run_id>``: a job's output lines (stream ``<NS>_LOGS``, aged out).
+- ``<ns>hb.<org>.<worker_id>``: heartbeats (stream ``<NS>_HEARTBEATS``, last one kept).
+- ``<ns>api.<org>.<endpoint>``: requests to the api service.
+- ``<ns>agent.<org>.<worker_id>``: assignments and cancel requests to one agent.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from openweights.errors import InvalidRequest
+
+# A subject token: no dots, wildcards or whitespace; bounded length.
+_TOKEN = re.compile(r"^[^.*>\s]{1,200}$")
+
+
+def check_token(value: str, what: str = "id") -> str:
+    if not isinstance(value, str) or not _TOKEN.match(value):
+        raise InvalidRequest(
+            f"{what} {value!r} is not usable: it must be 1-200 characters without "
+            "dots, '*', '>' or whitespace"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Subjects:
+    ns: str = "ow"
+
+    @property
+    def stream_prefix(self) -> str:
+        return self.ns.upper().replace("-", "_")
+
+    # streams
+    @property
+    def events_stream(self) -> str:
+        return f"{self.stream_prefix}_EVENTS"
+
+    @property
+    def logs_stream(self) -> str:
+        return f"{self.stream_prefix}_LOGS"
+
+    @property
+    def heartbeats_stream(self) -> str:
+        return f"{self.stream_prefix}_HEARTBEATS"
+
+    # aggregate subjects
+    def aggregate(self, org: str, kind: str, agg_id: str) -> str:
+        return f"{self.ns}.{check_token(org, 'organization')}.{kind}.{check_token(agg_id)}"
+
+    def job(self, org: str, job_id: str) -> str:
+        return self.aggregate(org, "job", job_id)
+
+    def run(self, org: str, run_id: str) -> str:
+        return self.aggregate(org, "run", run_id)
+
+    def worker(self, org: str, worker_id: str) -> str:
+        return self.aggregate(org, "worker", worker_id)
+
+    def file(self, org: str, file_id: str) -> str:
+        return self.aggregate(org, "file", file_id)
+
+    @property
+    def all_events(self) -> str:
+        return f"{self.ns}.*.*.*"
+
+    def state_filter(self) -> list[str]:
+        """Every aggregate's history except the high-volume run events."""
+        return [f"{self.ns}.*.{k}.*" for k in ("org", "token", "secret", "file", "job", "worker")]
+
+    # live, logs, heartbeats, rpc
+    @property
+    def live_prefix(self) -> str:
+        return f"{self.ns}live"
+
+    def live(self, org: str, kind: str = "*", agg_id: str = "*") -> str:
+        return f"{self.live_prefix}.{org}.{kind}.{agg_id}"
+
+    def log(self, org: str, run_id: str) -> str:
+        return f"{self.ns}log.{check_token(org, 'organization')}.{check_token(run_id)}"
+
+    @property
+    def all_logs(self) -> str:
+        return f"{self.ns}log.*.*"
+
+    def heartbeat(self, org: str, worker_id: str) -> str:
+        return f"{self.ns}hb.{org}.{worker_id}"
+
+    @property
+    def all_heartbeats(self) -> str:
+        return f"{self.ns}hb.*.*"
+
+    def api(self, org: str, endpoint: str) -> str:
+        return f"{self.ns}api.{org}.{endpoint}"
+
+    @property
+    def api_wildcard(self) -> str:
+        return f"{self.ns}api.*.*"
+
+    def agent(self, org: str, worker_id: str) -> str:
+        return f"{self.ns}agent.{org}.{worker_id}"
+
+    @staticmethod
+    def parse(subject: str) -> tuple[str, str, str]:
+        """``(org, kind, id)`` of an aggregate subject."""
+        _, org, kind, agg_id = subject.split(".", 3)
+        return org, kind, agg_id

@@ -1,0 +1,75 @@
+"""Real servers for the tests: one nats-server and one Postgres per session.
+
+Each test gets its own stream namespace (so its own streams and subjects) and its own
+database, so tests never see each other's data. ``OW_DATABASE_URL`` points the suite
+at an existing Postgres instead of an embedded one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from openweights.adapters.embedded import EmbeddedNats, EmbeddedPostgres
+from openweights.config import Settings
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    server = EmbeddedNats(tmp_path_factory.mktemp("nats")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    given = os.environ.get("OW_DATABASE_URL")
+    if given:
+        yield given
+        return
+    pg = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg")) / "data").start()
+    yield pg.url
+    pg.stop()
+
+
+def _with_database(url: str, dbname: str) -> str:
+    base, sep, query = url.partition("?")
+    head, _, _ = base.rpartition("/")
+    return f"{head}/{dbname}{sep}{query}"
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> Iterator[str]:
+    dbname = f"t_{uuid.uuid4().hex[:12]}"
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{dbname}"'))
+    yield _with_database(postgres_url, dbname)
+    asyncio.run(run(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def settings(nats_server: EmbeddedNats, database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        home=tmp_path / "home",
+        nats_url=nats_server.url,
+        database_url=database_url,
+        namespace=f"t{uuid.uuid4().hex[:10]}",
+    )
