@@ -83,6 +83,7 @@ TRANSITIONS: dict[tuple[str | None, type[Event]], str] = {
 class RunState(msgspec.Struct, frozen=True, gc=False):
     id: str
     job_id: str
+    attempt: int  # 1 for the job's first run, 2 for the next...
     worker_id: str
     status: RunStatus
     created_at: datetime
@@ -104,7 +105,6 @@ class JobState(msgspec.Struct, frozen=True, gc=False):
     status: JobStatus
     created_at: datetime
     updated_at: datetime
-    submitted_at: datetime
     timeout: datetime | None = None
     worker_id: str | None = None
     runs: tuple[RunState, ...] = ()
@@ -243,7 +243,7 @@ def evolve(state: JobState | None, event: Event) -> JobState:
             id=event.job_id, org=event.org, type=event.type, model=event.model,
             params=event.params, script=event.script, docker_image=event.docker_image,
             requires_vram_gb=event.requires_vram_gb, allowed_hardware=event.allowed_hardware,
-            status="pending", created_at=event.at, updated_at=event.at, submitted_at=event.at,
+            status="pending", created_at=event.at, updated_at=event.at,
             timeout=event.timeout,
         )
     assert state is not None
@@ -265,13 +265,14 @@ def _apply(state: JobState, event: Event, status: JobStatus) -> JobState:
                      script=event.script, docker_image=event.docker_image,
                      requires_vram_gb=event.requires_vram_gb,
                      allowed_hardware=event.allowed_hardware, timeout=event.timeout,
-                     status=status, worker_id=None, updated_at=at, submitted_at=at)
+                     status=status, worker_id=None, updated_at=at)
         case JobRequirementsChanged():
             return r(state, script=event.script, docker_image=event.docker_image,
                      requires_vram_gb=event.requires_vram_gb,
                      allowed_hardware=event.allowed_hardware, updated_at=at)
         case JobAssigned():
-            run = RunState(id=event.run_id, job_id=state.id, worker_id=event.worker_id,
+            run = RunState(id=event.run_id, job_id=state.id, attempt=len(state.runs) + 1,
+                           worker_id=event.worker_id,
                            status="in_progress", created_at=at, updated_at=at)
             return r(state, status=status, worker_id=event.worker_id, updated_at=at,
                      runs=(*state.runs, run))

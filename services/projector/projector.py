@@ -1,0 +1,78 @@
+"""The projector: folds the event log into the Postgres read models.
+
+Exactly-once effects from at-least-once delivery: rows and the checkpoint commit in one
+transaction, the log is acked after that commit, and a redelivered message at or below
+the checkpoint is skipped. Several projectors may run; a Postgres advisory lock (held
+by a session, so released when its holder dies) lets exactly one apply while the
+others wait their turn.
+"""
+
+from __future__ import annotations
+
+import anyio
+import asyncpg
+import structlog
+from anyio.abc import TaskStatus
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from openweights.adapters.nats.puller import Puller
+from openweights.adapters.nats.reader import StoredMessage
+from openweights.adapters.postgres.db import connect
+from openweights.adapters.postgres.readmodels import get_checkpoint, load, write_changes
+from openweights.adapters.projected import CHECKPOINT, projected_subject
+from openweights.config import Settings
+from openweights.events import decode
+from openweights.projection.model import ReadModel
+from openweights.subjects import Subjects
+
+log = structlog.get_logger("projector")
+
+
+class Projector:
+    def __init__(self, settings: Settings, nc: Client, js: JetStreamContext) -> None:
+        self.settings, self.nc, self.js = settings, nc, js
+        self.subjects = Subjects(settings.namespace)
+        self.checkpoint = 0
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        assert self.settings.database_url is not None
+        lease = await connect(self.settings.database_url)
+        conn: asyncpg.Connection | None = None
+        puller: Puller | None = None
+        try:
+            log.info("projector.waiting_for_lease")
+            await lease.execute("SELECT pg_advisory_lock(hashtext($1))",
+                                f"projector:{self.settings.namespace}")
+            conn = await connect(self.settings.database_url)
+            # The log is the truth: a commit lost in a crash is re-projected from it.
+            await conn.execute("SET synchronous_commit TO off")
+            self.checkpoint = await get_checkpoint(conn, CHECKPOINT)
+            puller = Puller(self.nc, self.js, self.subjects.events_stream,
+                            f"{self.subjects.stream_prefix}_projector")
+            await puller.open(self.checkpoint + 1)
+            log.info("projector.started", checkpoint=self.checkpoint)
+            task_status.started()
+            async for batch in puller.batches():
+                await self._apply(conn, batch)
+                await puller.ack()
+        finally:
+            with anyio.CancelScope(shield=True):
+                if puller is not None:
+                    await puller.close()
+                for c in (conn, lease):
+                    if c is not None:
+                        await c.close()
+
+    async def _apply(self, conn: asyncpg.Connection, batch: list[StoredMessage]) -> None:
+        fresh = [m for m in batch if m.seq > self.checkpoint]  # redelivery is a no-op
+        if not fresh:
+            return
+        decoded = [(m.seq, decode(m.data)) for m in fresh]
+        model = ReadModel()
+        await load(conn, model, ReadModel.keys_of(e for _, evs in decoded for e in evs))
+        for seq, events in decoded:
+            model.apply(seq, events)
+        await write_changes(conn, model, name=CHECKPOINT, last_seq=fresh[-1].seq)
+        self.checkpoint = fresh[-1].seq
+        await self.nc.publish(projected_subject(self.subjects), str(self.checkpoint).encode())

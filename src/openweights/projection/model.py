@@ -1,0 +1,203 @@
+"""The read models folded in memory: ``ReadModel.apply(seq, events)``.
+
+Both the live projector (which first loads the rows a batch touches) and ``ow replay``
+(which starts empty) fold the log through this class, so they cannot disagree. It
+tracks which rows changed so the caller writes only those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from openweights.domain import file, job, org, secret, token, worker
+from openweights.domain.file import FileState
+from openweights.domain.job import JobState
+from openweights.domain.org import OrgState
+from openweights.domain.secret import SecretState
+from openweights.domain.token import TokenState
+from openweights.domain.worker import WorkerState
+from openweights.events import (
+    Event,
+    FileCreated,
+    JobCompleted,
+    JobReset,
+    OrganizationCreated,
+    RunEventLogged,
+    RunFileUploaded,
+    SecretRemoved,
+    SecretSet,
+    TokenCreated,
+    TokenRevoked,
+)
+from openweights.events.job import JOB_EVENTS
+from openweights.events.worker import WORKER_EVENTS
+from openweights.projection import rows
+from openweights.projection.rows import Row
+
+
+def cached_model_name(model: str | None) -> str | None:
+    """What a worker keeps cached after a job: the ``org/repo`` part of its model."""
+    return "/".join(model.split("/")[:2]) if model else None
+
+
+@dataclass
+class ReadModel:
+    orgs: dict[str, OrgState] = field(default_factory=dict)
+    tokens: dict[str, TokenState] = field(default_factory=dict)
+    secrets: dict[tuple[str, str], SecretState | None] = field(default_factory=dict)
+    files: dict[str, FileState] = field(default_factory=dict)
+    workers: dict[str, WorkerState] = field(default_factory=dict)
+    cached_models: dict[str, list[str]] = field(default_factory=dict)
+    jobs: dict[str, JobState] = field(default_factory=dict)
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Appended event rows and the keys of changed rows since the last ``take_changes``.
+    new_events: list[Row] = field(default_factory=list)
+    dirty: dict[str, set[Any]] = field(default_factory=lambda: {
+        "organizations": set(), "api_tokens": set(), "organization_secrets": set(),
+        "files": set(), "workers": set(), "jobs": set()})
+
+    # -- what a batch touches (the live projector loads these first) -------------------
+    @staticmethod
+    def keys_of(events: Iterable[Event]) -> dict[str, set[Any]]:
+        keys: dict[str, set[Any]] = {"jobs": set(), "workers": set(), "files": set(),
+                                     "api_tokens": set(), "organizations": set(),
+                                     "organization_secrets": set()}
+        for e in events:
+            if isinstance(e, (*JOB_EVENTS, RunEventLogged, RunFileUploaded)):
+                keys["jobs"].add(e.job_id)  # type: ignore[attr-defined]
+            if isinstance(e, (*WORKER_EVENTS, JobCompleted)):
+                keys["workers"].add(e.worker_id)  # type: ignore[attr-defined]
+            match e:
+                case FileCreated():
+                    keys["files"].add(e.file_id)
+                case TokenCreated() | TokenRevoked():
+                    keys["api_tokens"].add(e.token_id)
+                case OrganizationCreated():
+                    keys["organizations"].add(e.org)
+                case SecretSet() | SecretRemoved():
+                    keys["organization_secrets"].add((e.org, e.name))
+        return keys
+
+    # -- the fold ----------------------------------------------------------------------
+    def apply(self, seq: int, events: list[Event]) -> None:
+        for idx, e in enumerate(events):
+            if isinstance(e, JOB_EVENTS):
+                self._apply_job(e)
+            elif isinstance(e, RunEventLogged | RunFileUploaded):
+                self._apply_run_event(seq, idx, e)
+            elif isinstance(e, WORKER_EVENTS):
+                self.workers[e.worker_id] = worker.evolve(  # type: ignore[attr-defined]
+                    self.workers.get(e.worker_id), e)  # type: ignore[attr-defined]
+                self.dirty["workers"].add(e.worker_id)  # type: ignore[attr-defined]
+            else:
+                self._apply_tenancy(e)
+
+    def _apply_job(self, e: Event) -> None:
+        job_id: str = e.job_id  # type: ignore[attr-defined]
+        state = job.evolve(self.jobs.get(job_id), e)
+        self.jobs[job_id] = state
+        self.dirty["jobs"].add(job_id)
+        if isinstance(e, JobReset):
+            self.outputs[job_id] = {}
+        if isinstance(e, JobCompleted):
+            name = cached_model_name(state.model)
+            models = self.cached_models.setdefault(e.worker_id, [])
+            if name and name not in models and e.worker_id in self.workers:
+                models.append(name)
+                self.dirty["workers"].add(e.worker_id)
+
+    def _apply_run_event(self, seq: int, idx: int, e: RunEventLogged | RunFileUploaded) -> None:
+        state = self.jobs.get(e.job_id)
+        org_id = state.org if state else ""
+        outputs = self.outputs.setdefault(e.job_id, {})
+        if isinstance(e, RunEventLogged):
+            data, file_id = e.data, e.file
+            # The newest value of each key wins.
+            outputs.update({k: v for k, v in data.items() if v is not None})
+        else:
+            data, file_id = {"path": e.path, "file": e.file}, e.file
+            # An upload never clobbers an output the job logged itself (the original
+            # let the last upload overwrite `file`).
+            for k, v in data.items():
+                outputs.setdefault(k, v)
+        self.new_events.append((seq, idx, org_id, e.job_id, e.run_id, data, file_id, e.at))
+        if state is not None:
+            self.dirty["jobs"].add(e.job_id)
+
+    def _apply_tenancy(self, e: Event) -> None:
+        match e:
+            case OrganizationCreated():
+                self.orgs[e.org] = org.evolve(self.orgs.get(e.org), e)
+                self.dirty["organizations"].add(e.org)
+            case TokenCreated() | TokenRevoked():
+                self.tokens[e.token_id] = token.evolve(self.tokens.get(e.token_id), e)
+                self.dirty["api_tokens"].add(e.token_id)
+            case SecretSet() | SecretRemoved():
+                key = (e.org, e.name)
+                after = secret.evolve(self.secrets.get(key), e)
+                self.secrets[key] = after if after.status == "set" else None
+                self.dirty["organization_secrets"].add(key)
+            case FileCreated():
+                self.files[e.file_id] = file.evolve(self.files.get(e.file_id), e)
+                self.dirty["files"].add(e.file_id)
+            case _:
+                raise TypeError(f"no projection for {type(e).__name__}")
+
+    # -- rows ----------------------------------------------------------------------------
+    def row(self, table: str, key: Any) -> Row | None:
+        """The current row of ``table`` at ``key`` (``None``: the row must not exist)."""
+        match table:
+            case "jobs":
+                return rows.job_row(self.jobs[key], self.outputs.get(key, {}))
+            case "workers":
+                return rows.worker_row(self.workers[key], self.cached_models.get(key, []))
+            case "files":
+                return rows.file_row(self.files[key])
+            case "api_tokens":
+                return rows.token_row(self.tokens[key])
+            case "organizations":
+                return rows.org_row(self.orgs[key])
+            case "organization_secrets":
+                s = self.secrets.get(key)
+                return rows.secret_row(s) if s is not None else None
+        raise KeyError(table)
+
+    def run_rows(self, job_ids: Iterable[str]) -> list[Row]:
+        out = []
+        for job_id in job_ids:
+            state = self.jobs[job_id]
+            out.extend(rows.run_row(r, state.org) for r in state.runs)
+        return out
+
+    def all_rows(self) -> dict[str, list[Row]]:
+        """Every row, for a replay into empty tables."""
+        out: dict[str, list[Row]] = {
+            t: [r for k in self._keys(t) if (r := self.row(t, k)) is not None]
+            for t in self.dirty}
+        out["runs"] = self.run_rows(self.jobs)
+        out["events"] = self.new_events
+        return out
+
+    def _keys(self, table: str) -> Iterable[Any]:
+        return {"jobs": self.jobs, "workers": self.workers, "files": self.files,
+                "api_tokens": self.tokens, "organizations": self.orgs,
+                "organization_secrets": self.secrets}[table]
+
+    def take_changes(self) -> tuple[dict[str, list[Row]], dict[str, list[Any]], list[Row]]:
+        """``(upserts per table incl. runs, deletes per table, new event rows)``; resets."""
+        upserts: dict[str, list[Row]] = {}
+        deletes: dict[str, list[Any]] = {}
+        for table, keys in self.dirty.items():
+            for key in keys:
+                r = self.row(table, key)
+                if r is None:
+                    deletes.setdefault(table, []).append(key)
+                else:
+                    upserts.setdefault(table, []).append(r)
+        upserts["runs"] = self.run_rows(self.dirty["jobs"])
+        new_events, self.new_events = self.new_events, []
+        for keys in self.dirty.values():
+            keys.clear()
+        return upserts, deletes, new_events

@@ -1,0 +1,252 @@
+"""The agent's job process runner, on real tiny shell commands.
+
+Tests wait on the output callback (an event per expected line), never on sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from services.agent.process import (
+    LineSplitter,
+    ProcessOutcome,
+    build_job_env,
+    collect_uploads,
+    run_job_process,
+)
+
+pytestmark = pytest.mark.anyio
+
+WAIT_S = 10  # upper bound for anything a test waits on; never reached when green
+
+
+class Output:
+    """Collects lines and lets a test wait until ``n`` of them have arrived."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self._changed = anyio.Event()
+
+    async def __call__(self, line: bytes) -> None:
+        self.lines.append(line)
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait_lines(self, n: int) -> list[bytes]:
+        with anyio.fail_after(WAIT_S):
+            while len(self.lines) < n:
+                await self._changed.wait()
+        return self.lines
+
+
+async def run(
+    command: str, tmp_path: Path, on_line: object = None, cancel: anyio.Event | None = None,
+    **kwargs: object,
+) -> ProcessOutcome:
+    with anyio.fail_after(WAIT_S):
+        return await run_job_process(
+            command, cwd=tmp_path, env=dict(os.environ), on_line=on_line or Output(),
+            log_path=tmp_path / "job.log", cancel=cancel or anyio.Event(), **kwargs,
+        )
+
+
+def is_gone(pid: int) -> bool:
+    """No such process, or only a zombie left for init to reap."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_bytes()
+    except FileNotFoundError:
+        return True
+    return stat_line[stat_line.rindex(b")") + 2 :].split()[0] in (b"Z", b"X")
+
+
+# -- line splitting --------------------------------------------------------------------
+
+
+def test_splitter_handles_all_terminators_across_chunks() -> None:
+    splitter = LineSplitter()
+    got = splitter.feed(b"a\nb\r\nc\rd\r") + splitter.feed(b"\ne\n\nf")
+    assert got + splitter.flush() == [b"a", b"b", b"c", b"d", b"e", b"", b"f"]
+
+
+def test_splitter_cuts_long_lines() -> None:
+    splitter = LineSplitter(max_bytes=4)
+    assert splitter.feed(b"abcdefghij") == [b"abcd", b"efgh"]
+    assert splitter.feed(b"k\nxyzw\n") == [b"ijk", b"xyzw"]
+    assert splitter.flush() == []
+
+
+# -- running ---------------------------------------------------------------------------
+
+
+async def test_lines_stream_before_the_process_exits(tmp_path: Path) -> None:
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    out, outcomes = Output(), []
+    async with anyio.create_task_group() as tg:
+
+        async def job() -> None:
+            outcomes.append(await run(f"echo first; read x < {fifo}; echo second", tmp_path, out))
+
+        tg.start_soon(job)
+        assert await out.wait_lines(1) == [b"first"]
+        assert outcomes == []  # still blocked on the FIFO
+        await anyio.to_thread.run_sync(fifo.write_bytes, b"go\n")
+    assert out.lines == [b"first", b"second"]
+    assert outcomes[0].status == "completed"
+
+
+async def test_exit_codes_map_to_status(tmp_path: Path) -> None:
+    ok = await run("true", tmp_path)
+    assert (ok.status, ok.reason, ok.exit_code) == ("completed", "exit 0", 0)
+    bad = await run("exit 3", tmp_path)
+    assert (bad.status, bad.reason, bad.exit_code) == ("failed", "exit 3", 3)
+    killed = await run("kill -9 $$", tmp_path)
+    assert (killed.status, killed.reason, killed.exit_code) == ("failed", "signal 9", None)
+    assert ok.started_at <= ok.ended_at
+
+
+async def test_on_start_gets_the_pid(tmp_path: Path) -> None:
+    pids: list[int] = []
+    outcome = await run("true", tmp_path, on_start=pids.append)
+    assert pids == [outcome.pid]
+
+
+async def test_cancel_kills_the_group_including_grandchildren(tmp_path: Path) -> None:
+    out, cancel = Output(), anyio.Event()
+    # The trailing echo keeps sh from exec'ing the inner sh: the sleeps are grandchildren.
+    command = "sh -c 'sleep 1000 & echo $!; sleep 1000 & echo $!; wait'; echo unreachable"
+    async with anyio.create_task_group() as tg:
+        outcomes: list[ProcessOutcome] = []
+
+        async def job() -> None:
+            outcomes.append(await run(command, tmp_path, out, cancel, grace_s=5))
+
+        tg.start_soon(job)
+        pids = [int(line) for line in await out.wait_lines(2)]
+        assert not any(is_gone(pid) for pid in pids)
+        cancel.set()
+    outcome = outcomes[0]
+    assert (outcome.status, outcome.reason) == ("canceled", "canceled")
+    assert all(is_gone(pid) for pid in [*pids, outcome.pid])
+    assert b"unreachable" not in out.lines
+
+
+async def test_term_ignoring_process_is_killed_after_the_grace(tmp_path: Path) -> None:
+    out, cancel = Output(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        outcomes: list[ProcessOutcome] = []
+
+        async def job() -> None:
+            command = "trap '' TERM; sleep 1000 & echo $!; wait"
+            outcomes.append(await run(command, tmp_path, out, cancel, grace_s=0.5))
+
+        tg.start_soon(job)
+        (sleeper,) = [int(line) for line in await out.wait_lines(1)]
+        started = time.monotonic()
+        cancel.set()
+    assert time.monotonic() - started >= 0.5
+    assert (outcomes[0].status, outcomes[0].reason, outcomes[0].exit_code) == (
+        "canceled", "canceled", None,
+    )
+    assert is_gone(sleeper)
+
+
+async def test_deadline_stops_with_timeout(tmp_path: Path) -> None:
+    outcome = await run("sleep 1000", tmp_path, deadline=anyio.current_time() + 0.2, grace_s=1)
+    assert (outcome.status, outcome.reason) == ("canceled", "timeout")
+
+
+async def test_caller_cancellation_kills_the_group_and_propagates(tmp_path: Path) -> None:
+    out, seen = Output(), []
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+
+            async def job() -> None:
+                try:
+                    await run("sleep 1000 & echo $!; wait", tmp_path, out)
+                except anyio.get_cancelled_exc_class():
+                    seen.append("cancelled")
+                    raise
+
+            tg.start_soon(job)
+            (sleeper,) = [int(line) for line in await out.wait_lines(1)]
+            scope.cancel()
+    assert seen == ["cancelled"]
+    assert is_gone(sleeper)
+
+
+async def test_leftover_background_processes_die_with_the_job(tmp_path: Path) -> None:
+    out = Output()
+    outcome = await run("sleep 1000 & echo $!", tmp_path, out, grace_s=1)
+    assert outcome.status == "completed"
+    assert is_gone(int(out.lines[0]))
+
+
+async def test_log_file_holds_all_output_including_long_and_binary(tmp_path: Path) -> None:
+    out = Output()
+    command = (
+        "echo one; echo two >&2; printf '\\377\\376abc\\n'; "
+        "head -c 200000 /dev/zero | tr '\\0' x"
+    )
+    outcome = await run(command, tmp_path, out, sync_sync=None) if False else await run(
+        command, tmp_path, out
+    )
+    assert outcome.status == "completed"
+    assert out.lines[:3] == [b"one", b"two", b"\xff\xfeabc"]
+    long_pieces = out.lines[3:]
+    assert all(len(piece) <= 64 * 1024 for piece in long_pieces)
+    assert b"".join(long_pieces) == b"x" * 200000
+    assert (tmp_path / "job.log").read_bytes() == b"".join(line + b"\n" for line in out.lines)
+
+
+async def test_sync_callbacks_are_accepted(tmp_path: Path) -> None:
+    lines: list[bytes] = []
+    await run("echo hi", tmp_path, lines.append)
+    assert lines == [b"hi"]
+
+
+# -- environment and uploads -----------------------------------------------------------
+
+
+def test_job_env_layers_secrets_and_puts_python_first_on_path() -> None:
+    env = build_job_env(
+        {"PATH": "/usr/bin:/opt/venv/bin", "HOME": "/root", "HF_TOKEN": "agent"},
+        run_id="run-1", n_gpus=2, secrets={"HF_TOKEN": "org", "OPENWEIGHTS_RUN_ID": "fake"},
+        python_executable="/opt/venv/bin/python",
+    )
+    assert env["PATH"] == "/opt/venv/bin:/usr/bin"
+    assert (env["HF_TOKEN"], env["HOME"], env["OPENWEIGHTS_RUN_ID"]) == ("org", "/root", "run-1")
+    assert (env["N_GPUS"], env["PYTHONUNBUFFERED"]) == ("2", "1")
+
+
+async def test_python_in_a_job_is_the_agents_python(tmp_path: Path) -> None:
+    lines: list[bytes] = []
+    env = build_job_env({"PATH": "/usr/bin:/bin"}, run_id="r", n_gpus=0, secrets={})
+    await run_job_process(
+        "command -v python", cwd=tmp_path, env=env, on_line=lines.append,
+        log_path=tmp_path / "log", cancel=anyio.Event(),
+    )
+    assert lines == [os.path.join(os.path.dirname(sys.executable), "python").encode()]
+
+
+def test_collect_uploads_walks_nested_dirs_and_skips_outside_links(tmp_path: Path) -> None:
+    work, outside = tmp_path / "work", tmp_path / "secret.txt"
+    outside.write_text("no")
+    nested = work / "uploads" / "eval" / "deep"
+    nested.mkdir(parents=True)
+    (work / "uploads" / "b.txt").write_text("b")
+    (nested / "a.json").write_text("{}")
+    (work / "inside.txt").write_text("in")
+    (work / "uploads" / "leak").symlink_to(outside)
+    (work / "uploads" / "ok").symlink_to(work / "inside.txt")
+    (work / "uploads" / "loop").symlink_to(work / "uploads", target_is_directory=True)
+    got = collect_uploads(work)
+    assert [rel for rel, _ in got] == ["b.txt", "eval/deep/a.json", "ok"]
+    assert all(path.is_absolute() and path.is_file() for _, path in got)
+    assert collect_uploads(tmp_path / "missing") == []
