@@ -41,6 +41,17 @@ def nats_server_binary() -> str:
     return found
 
 
+def die_with_parent() -> None:
+    """``preexec_fn``: the child gets SIGTERM when the process that started it dies, so a
+    crashed `ow up` never leaves a server or service running on its data (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     # A TCP accept is the server's own readiness signal; the deadline only bounds a
     # server that died or hangs.
@@ -83,7 +94,8 @@ class EmbeddedNats:
             f"jetstream {{ store_dir: {json.dumps(str(self.data_dir / 'jetstream'))} }}\n"
         )
         args = [nats_server_binary(), "-c", str(conf), "-l", str(log)]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=die_with_parent)
         _wait_port(self.host, self.port, self.proc, log)
         return self
 
@@ -112,7 +124,10 @@ class EmbeddedPostgres:
 
     def start(self) -> EmbeddedPostgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("XDG_RUNTIME_DIR", str(self.data_dir.parent))
+        # pgserver's platformdirs wants a private runtime dir; give it one beside the data.
+        runtime = self.data_dir.parent / "run"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
         import pgserver  # heavy import, only when a local Postgres is wanted
 
         self.server = pgserver.get_server(self.data_dir, cleanup_mode="stop")

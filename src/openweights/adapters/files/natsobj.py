@@ -1,0 +1,180 @@
+"""FileStore on the NATS JetStream object store: the default, nothing more to run.
+
+One bucket per namespace (``<NS>_FILES``); a file is the object ``{org}/{key}``.
+nats-py's object store reads a ``put`` from a file-like object in its default thread
+pool and writes a ``get`` into one (``writeinto=``); without ``writeinto`` it grows
+one ``bytes`` by concatenation, which is quadratic and holds the whole file. So both
+directions go through an anonymous temporary file on disk ("spool").
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+
+import anyio
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import ObjectStoreConfig, StorageType
+from nats.js.object_store import ObjectStore
+
+from openweights.adapters.files.port import (
+    DEFAULT_CHUNK_SIZE,
+    check_address,
+    drain,
+    writing_file,
+)
+from openweights.errors import NotFound, OpenWeightsError, Unavailable
+
+# Foreign errors → ours, first match wins (ObjectNotFoundError is a NotFoundError).
+_ERRORS: tuple[tuple[type[Exception], type[OpenWeightsError], str], ...] = (
+    (nats.js.errors.ObjectNotFoundError, NotFound, "no such file"),
+    (nats.js.errors.ObjectDeletedError, NotFound, "no such file"),
+    (nats.errors.TimeoutError, Unavailable, "the NATS object store did not answer"),
+    (nats.errors.NoRespondersError, Unavailable, "JetStream is not available"),
+    (nats.errors.ConnectionClosedError, Unavailable, "the NATS connection is closed"),
+    (nats.js.errors.ServiceUnavailableError, Unavailable, "JetStream is not available"),
+    (nats.js.errors.DigestMismatchError, OpenWeightsError, "stored file is corrupt"),
+)
+
+
+@contextmanager
+def _translated(name: str) -> Iterator[None]:
+    try:
+        yield
+    except tuple(foreign for foreign, _, _ in _ERRORS) as exc:
+        ours, what = next((o, w) for f, o, w in _ERRORS if isinstance(exc, f))
+        raise ours(f"{what}: {name}") from exc
+
+
+class NatsObjectFileStore:
+    """Files as objects in one JetStream object store bucket."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        bucket: str,
+        replicas: int = 1,
+        storage: str = "file",
+        *,
+        spool_dir: Path | None = None,
+    ) -> None:
+        self.js, self.bucket = js, bucket
+        self.replicas, self.storage = replicas, StorageType(storage)
+        self.spool_dir = str(spool_dir) if spool_dir is not None else None
+        self._store: ObjectStore | None = None
+        self._locks: dict[str, anyio.Lock] = {}
+
+    async def open(self) -> NatsObjectFileStore:
+        """Bind to the bucket, creating it when missing (creating is idempotent)."""
+        with _translated(self.bucket):
+            try:
+                self._store = await self.js.object_store(self.bucket)
+            except nats.js.errors.BucketNotFoundError:
+                config = ObjectStoreConfig(
+                    bucket=self.bucket,
+                    description="openweights file contents, content-addressed per org",
+                    storage=self.storage,
+                    replicas=self.replicas,
+                )
+                self._store = await self.js.create_object_store(self.bucket, config=config)
+        return self
+
+    @property
+    def store(self) -> ObjectStore:
+        if self._store is None:
+            raise RuntimeError("NatsObjectFileStore used before open()")
+        return self._store
+
+    async def put(
+        self, org: str, key: str, chunks: AsyncIterator[bytes], *, size_hint: int | None = None
+    ) -> int:
+        name = _name(org, key)
+        if (stored := await self._stored_size(name)) is not None:
+            await drain(chunks)
+            return stored
+        async with anyio.TemporaryFile(dir=self.spool_dir) as spool:
+            async for chunk in chunks:
+                await spool.write(chunk)
+            async with self._storing(name):
+                # Another writer may have stored the same content while we were receiving.
+                if (stored := await self._stored_size(name)) is not None:
+                    return stored
+                await spool.seek(0)
+                with _translated(name):
+                    info = await self.store.put(name, spool.wrapped)
+        return int(info.size)
+
+    @asynccontextmanager
+    async def _storing(self, name: str) -> AsyncIterator[None]:
+        """Store one name at a time in this process.
+
+        Two puts racing past the existence check would each upload the chunks, and the
+        first one's would stay in the stream unreferenced. Writers in other processes
+        can still race; they cost that storage, never correctness.
+        """
+        lock = self._locks.setdefault(name, anyio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._locks.pop(name, None)
+
+    async def exists(self, org: str, key: str) -> bool:
+        return await self._stored_size(_name(org, key)) is not None
+
+    async def size(self, org: str, key: str) -> int:
+        name = _name(org, key)
+        with _translated(name):
+            info = await self.store.get_info(name)
+        return int(info.size)
+
+    def get(self, org: str, key: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+            ) -> AsyncIterator[bytes]:
+        return self._stream(_name(org, key), chunk_size)
+
+    async def _stream(self, name: str, chunk_size: int) -> AsyncIterator[bytes]:
+        # Why a spool rather than yielding the chunk messages as they arrive: the object
+        # store delivers them through a push consumer, which has no backpressure, so a
+        # slow reader would let them pile up in the client's memory. The spool takes
+        # them at network speed and the reader drains it at its own.
+        async with anyio.TemporaryFile(dir=self.spool_dir) as spool:
+            with _translated(name):
+                await self.store.get(name, writeinto=spool.wrapped)
+            await spool.seek(0)
+            while chunk := await spool.read(chunk_size):
+                yield chunk
+
+    async def get_to_file(self, org: str, key: str, path: Path) -> int:
+        name = _name(org, key)
+        async with writing_file(path) as file:
+            with _translated(name):
+                result = await self.store.get(name, writeinto=file.wrapped)
+        return int(result.info.size)
+
+    async def delete(self, org: str, key: str) -> None:
+        name = _name(org, key)
+        try:
+            with _translated(name):
+                await self.store.delete(name)
+        except NotFound:
+            pass
+
+    async def close(self) -> None:
+        """Nothing to release: the NATS connection belongs to the composition root."""
+
+    async def _stored_size(self, name: str) -> int | None:
+        try:
+            with _translated(name):
+                info = await self.store.get_info(name)
+        except NotFound:
+            return None
+        return int(info.size)
+
+
+def _name(org: str, key: str) -> str:
+    check_address(org, key)
+    return f"{org}/{key}"

@@ -1,0 +1,67 @@
+"""Making a stack ready: streams, schema, and the default organization.
+
+Idempotent: run at every `ow up` (and by tests), it changes only what is missing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import asyncpg
+import nats
+
+from openweights.adapters.nats.eventlog import EventLog
+from openweights.adapters.nats.streams import ensure_streams
+from openweights.adapters.postgres.db import connect, migrate
+from openweights.config import Settings
+from openweights.domain import org
+from openweights.domain.commands import CreateOrganization
+from openweights.errors import ConcurrencyConflict, StackUnavailable
+from openweights.events import Actor
+from openweights.subjects import Subjects
+
+
+async def ensure_database(server_url: str, dbname: str) -> None:
+    """Create ``dbname`` on the server behind ``server_url`` if it does not exist."""
+    conn = await asyncpg.connect(server_url)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", dbname)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{dbname}"')
+    finally:
+        await conn.close()
+
+
+async def prepare(settings: Settings) -> list[str]:
+    """Streams, migrations, default organization; returns the migrations applied now."""
+    assert settings.nats_url and settings.database_url
+    subjects = Subjects(settings.namespace)
+    try:
+        nc = await nats.connect(settings.nats_url, allow_reconnect=False, connect_timeout=5)
+    except Exception as exc:  # nats-py raises several unrelated types here
+        raise StackUnavailable(f"cannot reach NATS at {settings.nats_url}: {exc}") from exc
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js, settings, subjects)
+        conn = await connect(settings.database_url)
+        try:
+            applied = await migrate(conn)
+        finally:
+            await conn.close()
+        await ensure_organization(EventLog(nc, js, subjects), subjects, settings.default_org,
+                                  settings.default_org)
+        return applied
+    finally:
+        await nc.close()
+
+
+async def ensure_organization(log: EventLog, subjects: Subjects, org_id: str, name: str) -> bool:
+    """Create the organization unless it exists; True if it was created now."""
+    events = org.decide(None, CreateOrganization(org=org_id, name=name),
+                        datetime.now(UTC), Actor("operator", "ow up"))
+    try:
+        await log.append(subjects.aggregate(org_id, "org", org_id), events,
+                         expected_last_subject_seq=0)
+    except ConcurrencyConflict:
+        return False
+    return True

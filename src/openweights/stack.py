@@ -1,0 +1,64 @@
+"""Where the stack is: explicit ``OW_NATS_URL``/``OW_DATABASE_URL``, else what `ow up`
+recorded in ``$OW_HOME/stack.json`` for the local embedded stack."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from openweights.config import Settings
+from openweights.errors import StackUnavailable
+
+
+def stack_file(settings: Settings) -> Path:
+    return settings.home / "stack.json"
+
+
+def write_stack(settings: Settings, nats_url: str, database_url: str) -> None:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    path = stack_file(settings)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"nats_url": nats_url, "database_url": database_url,
+                               "namespace": settings.namespace, "pid": os.getpid()}))
+    tmp.replace(path)
+
+
+def clear_stack(settings: Settings) -> None:
+    stack_file(settings).unlink(missing_ok=True)
+
+
+def read_stack(settings: Settings) -> dict[str, str] | None:
+    try:
+        data = json.loads(stack_file(settings).read_text())
+    except (OSError, ValueError):
+        return None
+    pid = data.get("pid")
+    if isinstance(pid, int) and not _alive(pid):
+        return None
+    return data
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def resolve(settings: Settings, *, need_database: bool = False) -> Settings:
+    """Settings with the stack's URLs filled in; raises :class:`StackUnavailable`."""
+    nats_url, database_url = settings.nats_url, settings.database_url
+    if nats_url is None or (need_database and database_url is None):
+        local = read_stack(settings)
+        if local is None:
+            raise StackUnavailable(
+                "no openweights stack found: start one with `ow up` (or set OW_NATS_URL"
+                + (" and OW_DATABASE_URL" if need_database else "") + ")"
+            )
+        nats_url = nats_url or local["nats_url"]
+        database_url = database_url or local["database_url"]
+    return settings.model_copy(update={"nats_url": nats_url, "database_url": database_url})
