@@ -11,6 +11,7 @@ finished, so a job never leaves anything running on the GPU behind it.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import os
@@ -26,27 +27,25 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 import anyio
-from anyio.abc import ByteReceiveStream, CancelScope, Process
+from anyio.abc import ByteReceiveStream, Process
 
 __all__ = [
-    "MAX_LINE_BYTES",
-    "LineSplitter",
-    "ProcessOutcome",
-    "build_job_env",
-    "collect_uploads",
-    "run_job_process",
+    "MAX_LINE_BYTES", "LineSplitter", "OnLine", "OnStart", "ProcessOutcome", "Status",
+    "build_job_env", "collect_uploads", "run_job_process",
 ]
 
 MAX_LINE_BYTES = 64 * 1024
 # Output still in the pipe once the group is gone is read for at most this long: a
 # process that left the group (setsid) could hold the pipe open forever.
 _DRAIN_S = 2.0
+_DRAIN_MAX_S = 60.0  # even if such a process keeps writing
 # The kernel tears SIGKILLed processes down asynchronously; wait at most this long.
 _KILL_WAIT_S = 2.0
 _POLL_S = 0.02
 
 OnLine = Callable[[bytes], Awaitable[None] | None]
 OnStart = Callable[[int], Awaitable[None] | None]
+Status = Literal["completed", "failed", "canceled"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +59,7 @@ class ProcessOutcome:
     """
 
     exit_code: int | None
-    status: Literal["completed", "failed", "canceled"]
+    status: Status
     reason: str
     started_at: float
     ended_at: float
@@ -119,15 +118,8 @@ class LineSplitter:
 
 
 async def run_job_process(
-    command: str,
-    *,
-    cwd: Path,
-    env: Mapping[str, str],
-    on_line: OnLine,
-    log_path: Path,
-    cancel: anyio.Event,
-    deadline: float | None = None,
-    grace_s: float = 10.0,
+    command: str, *, cwd: Path, env: Mapping[str, str], on_line: OnLine, log_path: Path,
+    cancel: anyio.Event, deadline: float | None = None, grace_s: float = 10.0,
     on_start: OnStart | None = None,
 ) -> ProcessOutcome:
     """Run ``command`` with ``/bin/sh -c`` in ``cwd`` in its own session, until it exits.
@@ -168,14 +160,15 @@ async def _run_to_end(
     cancel: anyio.Event, deadline: float | None, grace_s: float,
 ) -> str | None:
     assert process.stdout is not None
-    drained = anyio.Event()
+    pump = _OutputPump(process.stdout, log, on_line)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_pump_output, process.stdout, log, on_line, drained)
+        tg.start_soon(pump.run)
         stop_reason = await _wait_exit_or_stop(process, cancel, deadline)
         # Also after a normal exit: what the command left running dies with the job.
         await _stop_group(process, grace_s)
-        with anyio.move_on_after(_DRAIN_S):
-            await drained.wait()
+        pump.group_gone()
+        with anyio.move_on_after(_DRAIN_MAX_S):
+            await pump.done.wait()
         tg.cancel_scope.cancel()
     return stop_reason
 
@@ -194,32 +187,55 @@ async def _wait_exit_or_stop(
     return "canceled" if cancel.is_set() else "timeout"
 
 
-async def _cancel_when_set(event: anyio.Event, scope: CancelScope) -> None:
+async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
     await event.wait()
     scope.cancel()
 
 
-async def _pump_output(
-    stream: ByteReceiveStream, log: BinaryIO, on_line: OnLine, drained: anyio.Event
-) -> None:
-    splitter = LineSplitter()
-    try:
-        async for chunk in stream:
-            await _emit(splitter.feed(chunk), log, on_line)
-    except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-        pass
-    await _emit(splitter.flush(), log, on_line)
-    drained.set()
+class _OutputPump:
+    """Reads the pipe to its end, feeding the log and ``on_line``.
 
+    Once the group is gone the pipe normally ends at once; only a process that escaped
+    the group (setsid) can hold it open, so from then on a read idle for ``_DRAIN_S``
+    ends the pump. A slow ``on_line`` is never cut short by that: only reads time out.
+    """
 
-async def _emit(lines: list[bytes], log: BinaryIO, on_line: OnLine) -> None:
-    if not lines:
-        return
-    # A local file: one blocking write+flush per read is cheaper than a thread hop.
-    log.write(b"".join(line + b"\n" for line in lines))
-    log.flush()
-    for line in lines:
-        await _call(on_line, line)
+    def __init__(self, stream: ByteReceiveStream, log: BinaryIO, on_line: OnLine) -> None:
+        self._stream, self._log, self._on_line = stream, log, on_line
+        self._idle_limit = math.inf
+        self._read_scope: anyio.CancelScope | None = None
+        self.done = anyio.Event()
+
+    def group_gone(self) -> None:
+        self._idle_limit = _DRAIN_S
+        if self._read_scope is not None:
+            self._read_scope.deadline = anyio.current_time() + _DRAIN_S
+
+    async def run(self) -> None:
+        splitter = LineSplitter()
+        while (chunk := await self._read()) is not None:
+            await self._emit(splitter.feed(chunk))
+        await self._emit(splitter.flush())
+        self.done.set()
+
+    async def _read(self) -> bytes | None:
+        with anyio.move_on_after(self._idle_limit) as self._read_scope:
+            try:
+                return await self._stream.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return None
+            finally:
+                self._read_scope = None
+        return None
+
+    async def _emit(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        # A local file: one blocking write+flush per read is cheaper than a thread hop.
+        self._log.write(b"".join(line + b"\n" for line in lines))
+        self._log.flush()
+        for line in lines:
+            await _call(self._on_line, line)
 
 
 async def _call(callback: Callable[..., object], arg: object) -> None:
@@ -245,7 +261,8 @@ async def _kill_group(process: Process) -> None:
 
 async def _wait_group_gone(process: Process) -> None:
     await process.wait()
-    while _group_alive(process.pid):
+    # Polled: other members are not our children, so nothing signals their exit.
+    while _group_alive(process.pid):  # noqa: ASYNC110
         await anyio.sleep(_POLL_S)
 
 
@@ -254,10 +271,8 @@ def _signal_group(process: Process, sig: int) -> None:
     # by an unrelated session leader, so only signal a group that still has members.
     if process.returncode is not None and not _group_alive(process.pid):
         return
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _group_alive(pgid: int) -> bool:
@@ -274,7 +289,8 @@ def _group_alive(pgid: int) -> bool:
         return True
     if not os.path.isdir("/proc"):
         return True
-    return any(_live_member(entry.name, pgid) for entry in os.scandir("/proc"))
+    with os.scandir("/proc") as entries:
+        return any(_live_member(entry.name, pgid) for entry in entries)
 
 
 def _live_member(pid: str, pgid: int) -> bool:
@@ -294,6 +310,7 @@ def _outcome(process: Process, stop_reason: str | None, started_at: float) -> Pr
     code = process.returncode
     assert code is not None
     exit_code = code if code >= 0 else None
+    status: Status
     if stop_reason is not None:
         status, reason = "canceled", stop_reason
     elif code == 0:
@@ -307,11 +324,7 @@ def _outcome(process: Process, stop_reason: str | None, started_at: float) -> Pr
 
 
 def build_job_env(
-    base: Mapping[str, str],
-    *,
-    run_id: str,
-    n_gpus: int,
-    secrets: Mapping[str, str],
+    base: Mapping[str, str], *, run_id: str, n_gpus: int, secrets: Mapping[str, str],
     python_executable: str = sys.executable,
 ) -> dict[str, str]:
     """The job's environment: ``base``, then the org's ``secrets``, then what openweights
@@ -324,12 +337,8 @@ def build_job_env(
     # Not resolved: a venv's python is a symlink, and its bin dir is what selects the venv.
     python_dir = os.path.dirname(os.path.abspath(python_executable))
     rest = [p for p in env.get("PATH", os.defpath).split(os.pathsep) if p and p != python_dir]
-    env.update(
-        OPENWEIGHTS_RUN_ID=run_id,
-        N_GPUS=str(n_gpus),
-        PYTHONUNBUFFERED="1",
-        PATH=os.pathsep.join([python_dir, *rest]),
-    )
+    env.update(OPENWEIGHTS_RUN_ID=run_id, N_GPUS=str(n_gpus), PYTHONUNBUFFERED="1",
+               PATH=os.pathsep.join([python_dir, *rest]))
     return env
 
 

@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     log_max_age_s: int = 30 * 24 * 3600
     # Organization used while tokens do not say otherwise (see the tenancy issue).
     default_org: str = "default"
+    # Where file bytes live: the NATS object store (nothing more to run) or S3-compatible.
+    file_store: str = "nats"
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_prefix: str = ""
     log_json: bool | None = None
     request_timeout_s: float = 10.0
 

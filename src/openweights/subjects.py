@@ -1,7 +1,9 @@
 """Subject and stream names: one place, parameterised by the namespace.
 
 - ``<ns>.<org>.<kind>.<id>``: the history of one aggregate (stream ``<NS>_EVENTS``).
-  Run events (``kind == "run"``) share that stream but not a job's subject.
+  The high-volume run events of every run of a job live on ``<ns>.<org>.run.<job_id>``:
+  the same stream, but not the job's own subject, so a job's history stays short while
+  one wildcard (``<ns>live.<org>.*.<job_id>``) still follows a job and all its runs.
 - ``<ns>live.<org>.<kind>.<id>``: the same messages republished by JetStream with
   their stream sequence in headers: what clients subscribe to for live data.
 - ``<ns>log.<org>.<run_id>``: a job's output lines (stream ``<NS>_LOGS``, aged out).
@@ -58,8 +60,9 @@ class Subjects:
     def job(self, org: str, job_id: str) -> str:
         return self.aggregate(org, "job", job_id)
 
-    def run(self, org: str, run_id: str) -> str:
-        return self.aggregate(org, "run", run_id)
+    def run(self, org: str, job_id: str) -> str:
+        """Run events (metrics, files) of every run of job ``job_id``."""
+        return self.aggregate(org, "run", job_id)
 
     def worker(self, org: str, worker_id: str) -> str:
         return self.aggregate(org, "worker", worker_id)

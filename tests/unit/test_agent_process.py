@@ -6,15 +6,18 @@ Tests wait on the output callback (an event per expected line), never on sleeps.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from services.agent.process import (
     LineSplitter,
+    OnLine,
     ProcessOutcome,
     build_job_env,
     collect_uploads,
@@ -46,8 +49,8 @@ class Output:
 
 
 async def run(
-    command: str, tmp_path: Path, on_line: object = None, cancel: anyio.Event | None = None,
-    **kwargs: object,
+    command: str, tmp_path: Path, on_line: OnLine | None = None,
+    cancel: anyio.Event | None = None, **kwargs: Any,
 ) -> ProcessOutcome:
     with anyio.fail_after(WAIT_S):
         return await run_job_process(
@@ -188,15 +191,29 @@ async def test_leftover_background_processes_die_with_the_job(tmp_path: Path) ->
     assert is_gone(int(out.lines[0]))
 
 
+async def test_a_process_that_left_the_group_cannot_hold_the_job_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("services.agent.process._DRAIN_S", 0.1)
+    # setsid puts the sleeper in its own group, out of our reach, still holding the pipe;
+    # the job ends only once the pid file shows the escape happened.
+    command = "setsid sh -c 'echo $$ > pid; exec sleep 30' & until [ -s pid ]; do sleep 0.01; done"
+    outcome = await run(command, tmp_path, grace_s=1)
+    escaped = int((tmp_path / "pid").read_text())
+    try:
+        assert outcome.status == "completed"
+        assert not is_gone(escaped)
+    finally:
+        os.kill(escaped, signal.SIGKILL)
+
+
 async def test_log_file_holds_all_output_including_long_and_binary(tmp_path: Path) -> None:
     out = Output()
     command = (
         "echo one; echo two >&2; printf '\\377\\376abc\\n'; "
         "head -c 200000 /dev/zero | tr '\\0' x"
     )
-    outcome = await run(command, tmp_path, out, sync_sync=None) if False else await run(
-        command, tmp_path, out
-    )
+    outcome = await run(command, tmp_path, out)
     assert outcome.status == "completed"
     assert out.lines[:3] == [b"one", b"two", b"\xff\xfeabc"]
     long_pieces = out.lines[3:]

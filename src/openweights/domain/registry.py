@@ -44,7 +44,7 @@ def aggregate_key(event: Event) -> tuple[str, str]:
         return "worker", event.worker_id  # type: ignore[attr-defined]
     match event:
         case RunEventLogged() | RunFileUploaded():
-            return "run", event.run_id
+            return "run", event.job_id  # one subject for the run events of a job
         case FileCreated():
             return "file", event.file_id
         case TokenCreated() | TokenRevoked():

@@ -1,8 +1,8 @@
 """High-volume run events: what a job logs (``ow.run.log``) and the files it returns.
 
-They live on their own subject ``<ns>.<org>.run.<run_id>`` so that a job's own history
-stays short; the projector writes them to the ``events`` table and folds them into
-the job's ``outputs``.
+They live on their own subject ``<ns>.<org>.run.<job_id>`` (all runs of a job) so that
+a job's own history stays short; the projector writes them to the ``events`` table and
+folds them into the job's ``outputs``.
 """
 
 from __future__ import annotations

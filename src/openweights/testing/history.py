@@ -72,7 +72,7 @@ class HistoryMaker:
         yield self._job(job_id, AssignJob(worker_id=wid, run_id=run_id), Actor("scheduler"))
         yield self._job(job_id, StartRun(run_id=run_id, worker_id=wid), agent)
         for first in range(0, metrics, per_message):
-            yield self.s.run(self.org, run_id), [
+            yield self.s.run(self.org, job_id), [
                 RunEventLogged(at=self.tick(), by=agent, job_id=job_id, run_id=run_id,
                                data={"step": i, "loss": round(1 / (i + 1), 4)})
                 for i in range(first, min(metrics, first + per_message))]

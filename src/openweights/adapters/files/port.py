@@ -15,7 +15,7 @@ Invariants every adapter keeps (checked by ``tests/contract/test_filestore_contr
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Protocol
@@ -50,7 +50,7 @@ class FileStore(Protocol):
         ...
 
     def get(self, org: str, key: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE
-            ) -> AsyncIterator[bytes]:
+            ) -> AsyncGenerator[bytes, None]:
         """Stream the file in chunks of at most ``chunk_size`` bytes.
 
         The org and key are checked at the call; :class:`NotFound` is raised by the

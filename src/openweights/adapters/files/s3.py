@@ -8,8 +8,9 @@ aioboto3 is the optional extra ``s3`` and is imported only when a store is opene
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, contextmanager, suppress
+import io
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from contextlib import AsyncExitStack, aclosing, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,12 @@ class S3FileStore:
             aws_access_key_id=access_key, aws_secret_access_key=secret_key, config=config,
         )
         self._client = await self._stack.enter_async_context(client)
-        await self._ensure_bucket()
+        try:
+            await self._ensure_bucket()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._stack.aclose()
+            raise
         return self
 
     async def _ensure_bucket(self) -> None:
@@ -114,19 +120,20 @@ class S3FileStore:
         self, upload: _Multipart, chunks: AsyncIterator[bytes], size_hint: int | None
     ) -> int:
         # ``part`` is filled up to ``limit`` and sent only when more data follows, so the
-        # last part is never empty and a small input is a single PUT. It is replaced, not
-        # cleared, after sending: the HTTP layer may still hold a view of it.
-        part, limit, total = bytearray(), part_size(0, size_hint), 0
+        # last part is never empty and a small input is a single PUT. A file-like body
+        # is sent in small slices; a bytes body would be copied whole by the HTTP layer.
+        part, limit, total = io.BytesIO(), part_size(0, size_hint), 0
         async for chunk in chunks:
             total += len(chunk)
             view = memoryview(chunk)
             while view:
-                if len(part) == limit:
+                if part.tell() == limit:
                     await upload.send(part)
-                    part, limit = bytearray(), part_size(upload.count, size_hint)
-                room = limit - len(part)
-                part += view[:room]
+                    part, limit = io.BytesIO(), part_size(upload.count, size_hint)
+                room = limit - part.tell()
+                part.write(view[:room])
                 view = view[room:]
+        part.seek(0)
         if upload.count == 0:
             with self._translated(upload.name):
                 await self._client.put_object(Bucket=self.bucket, Key=upload.name, Body=part)
@@ -145,10 +152,10 @@ class S3FileStore:
         return int(head["ContentLength"])
 
     def get(self, org: str, key: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE
-            ) -> AsyncIterator[bytes]:
+            ) -> AsyncGenerator[bytes, None]:
         return self._stream(self._name(org, key), chunk_size)
 
-    async def _stream(self, name: str, chunk_size: int) -> AsyncIterator[bytes]:
+    async def _stream(self, name: str, chunk_size: int) -> AsyncGenerator[bytes, None]:
         with self._translated(name):
             response = await self._client.get_object(Bucket=self.bucket, Key=name)
         body = response["Body"]
@@ -164,8 +171,8 @@ class S3FileStore:
 
     async def get_to_file(self, org: str, key: str, path: Path) -> int:
         total = 0
-        async with writing_file(path) as file:
-            async for chunk in self.get(org, key):
+        async with writing_file(path) as file, aclosing(self.get(org, key)) as chunks:
+            async for chunk in chunks:
                 await file.write(chunk)
                 total += len(chunk)
         return total
@@ -219,8 +226,9 @@ class _Multipart:
     def count(self) -> int:
         return len(self.parts)
 
-    async def send(self, data: bytes | bytearray) -> None:
+    async def send(self, data: io.BytesIO) -> None:
         client, bucket, number = self.store._client, self.store.bucket, self.count + 1
+        data.seek(0)
         with self.store._translated(self.name):
             if self.upload_id is None:
                 created = await client.create_multipart_upload(Bucket=bucket, Key=self.name)

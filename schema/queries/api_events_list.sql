@@ -1,0 +1,8 @@
+-- Run events of a job or a run, in log order, after a position (for resuming).
+SELECT seq, idx, job_id, run_id, data, file, created_at FROM events
+WHERE organization_id = $1
+  AND ($2::text IS NULL OR job_id = $2)
+  AND ($3::text IS NULL OR run_id = $3)
+  AND seq > $4
+ORDER BY seq, idx
+LIMIT $5;

@@ -1,0 +1,2 @@
+-- One job of an organization.
+SELECT * FROM jobs WHERE organization_id = $1 AND id = $2;

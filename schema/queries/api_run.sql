@@ -1,0 +1,2 @@
+-- One run of an organization.
+SELECT * FROM runs WHERE organization_id = $1 AND id = $2;

@@ -1,0 +1,16 @@
+"""Composition root of the api service: ``python -m services.api``."""
+
+from __future__ import annotations
+
+from openweights.config import Settings
+from services.api.service import ApiService
+from services.runtime import nats_connection, run_service
+
+
+async def main(settings: Settings) -> None:
+    async with nats_connection(settings, "api") as (nc, js):
+        await ApiService(settings, nc, js).run()
+
+
+if __name__ == "__main__":
+    run_service("api", main)

@@ -1,0 +1,1 @@
+"""The wire protocol between clients (SDK, CLI, agents) and the api service."""

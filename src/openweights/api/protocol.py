@@ -1,0 +1,173 @@
+"""Requests and replies of the api service: versioned msgspec structs, JSON on the wire.
+
+A request goes to ``<ns>api.<org>.<endpoint>``; the organization comes from the subject
+(which NATS permissions bind to the caller's credentials), never from the body. A reply
+is ``{"ok": <result>, "seq": <log position>}`` or ``{"error": {"code", "message"}}``;
+``seq`` lets the client ask later queries to reflect its own writes (``min_seq``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+MAX_REQUEST_BYTES = 1 << 20  # larger data goes up as a file
+CHUNK_BYTES = 1 << 20
+
+
+class Request(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    v: int = PROTOCOL_VERSION
+    # Idempotency key of this call; a retry of the same call reuses it.
+    request_id: str | None = None
+    # Queries wait until the read models include this log position (read-your-writes).
+    min_seq: int = 0
+
+
+class ErrorBody(msgspec.Struct):
+    code: str
+    message: str
+
+
+class Reply(msgspec.Struct, omit_defaults=True):
+    ok: Any = None
+    seq: int = 0
+    error: ErrorBody | None = None
+
+
+# -- files ------------------------------------------------------------------------------
+class UploadBegin(Request, kw_only=True):
+    filename: str
+    purpose: str
+    size: int | None = None
+
+
+class UploadEnd(Request, kw_only=True):
+    upload_id: str
+
+
+class UploadAbort(Request, kw_only=True):
+    upload_id: str
+
+
+class FileGet(Request, kw_only=True):
+    file_id: str
+
+
+class FileRead(Request, kw_only=True):
+    file_id: str
+    offset: int = 0
+    length: int = CHUNK_BYTES
+
+
+# -- jobs -------------------------------------------------------------------------------
+class JobSubmit(Request, kw_only=True):
+    id_prefix: str
+    type: str = "custom"
+    model: str | None = None
+    params: dict[str, Any] = {}
+    script: str
+    docker_image: str
+    requires_vram_gb: int | None = 0
+    allowed_hardware: list[str] | None = None
+    timeout: datetime | None = None
+    job_id_suffix: str | None = None
+
+
+class JobRef(Request, kw_only=True):
+    job_id: str
+
+
+class JobList(Request, kw_only=True):
+    limit: int = 10
+    status: str | None = None
+
+
+class JobFind(Request, kw_only=True):
+    params: dict[str, Any]
+    limit: int = 100
+
+
+class RunList(Request, kw_only=True):
+    job_id: str | None = None
+    worker_id: str | None = None
+    status: str | None = None
+    limit: int = 100
+
+
+class RunRef(Request, kw_only=True):
+    run_id: str
+
+
+class EventList(Request, kw_only=True):
+    job_id: str | None = None
+    run_id: str | None = None
+    after_seq: int = 0
+    limit: int = 10_000
+
+
+class EventLatest(Request, kw_only=True):
+    job_id: str | None = None
+    run_id: str | None = None
+    keys: list[str] | None = None  # None: every key
+
+
+class RunLog(Request, kw_only=True):
+    """Events a running job logs (batched by the SDK)."""
+
+    run_id: str
+    events: list[dict[str, Any]]
+    file: str | None = None
+
+
+class ScriptRunStart(Request, kw_only=True):
+    script: str
+    host: str = ""
+
+
+class ScriptRunEnd(Request, kw_only=True):
+    run_id: str
+    status: Literal["completed", "failed", "canceled"]
+    error: str | None = None
+
+
+class LogRead(Request, kw_only=True):
+    run_id: str
+    after_seq: int = 0
+    limit: int = 10_000
+
+
+ENDPOINTS: dict[str, type[Request]] = {
+    "files.upload.begin": UploadBegin,
+    "files.upload.end": UploadEnd,
+    "files.upload.abort": UploadAbort,
+    "files.get": FileGet,
+    "files.read": FileRead,
+    "jobs.submit": JobSubmit,
+    "jobs.get": JobRef,
+    "jobs.list": JobList,
+    "jobs.find": JobFind,
+    "jobs.cancel": JobRef,
+    "jobs.restart": JobRef,
+    "runs.list": RunList,
+    "runs.get": RunRef,
+    "events.list": EventList,
+    "events.latest": EventLatest,
+    "run.log": RunLog,
+    "run.script.start": ScriptRunStart,
+    "run.script.end": ScriptRunEnd,
+    "logs.read": LogRead,
+}
+# Raw-payload endpoint (bytes body, metadata in headers): files.upload.chunk
+UPLOAD_CHUNK = "files.upload.chunk"
+# Sent to ``<endpoint>.<instance>``: the api instance that began the upload.
+INSTANCE_ENDPOINTS = frozenset({UPLOAD_CHUNK, "files.upload.end", "files.upload.abort"})
+HEADER_UPLOAD = "Ow-Upload-Id"
+HEADER_OFFSET = "Ow-Offset"
+HEADER_EOF = "Ow-Eof"
+
+encoder = msgspec.json.Encoder()
+reply_decoder = msgspec.json.Decoder(Reply)
+DECODERS = {name: msgspec.json.Decoder(cls) for name, cls in ENDPOINTS.items()}

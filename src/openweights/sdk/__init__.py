@@ -1,0 +1,1 @@
+"""The SDK: OpenWeights (blocking) and AsyncOpenWeights (awaitable), over NATS only."""

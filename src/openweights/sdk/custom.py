@@ -1,0 +1,93 @@
+"""Custom jobs: subclass ``Jobs``, decorate with ``@register(name)``, call
+``ow.<name>.create(**params)``.
+
+``mount`` maps local files or whole directories to paths in the job's working
+directory; they are uploaded (purpose ``custom_job_file``) and downloaded by the agent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ValidationError
+
+from openweights.errors import InvalidRequest
+from openweights.sdk.models import Job
+
+if TYPE_CHECKING:
+    from openweights.sdk.client import _Client
+
+DEFAULT_IMAGE = "nielsrolf/ow-unsloth:v0.11"
+
+
+class Jobs:
+    mount: ClassVar[dict[str, str]] = {}
+    params: ClassVar[type[BaseModel]] = BaseModel
+    base_image: ClassVar[str] = DEFAULT_IMAGE
+    requires_vram_gb: ClassVar[int | None] = 24
+    job_type: ClassVar[str] = "custom"
+
+    def __init__(self, client: _Client) -> None:
+        self._c = client
+
+    @property
+    def id_prefix(self) -> str:
+        return type(self).__name__.lower()
+
+    def get_entrypoint(self, validated_params: Any) -> str:
+        raise NotImplementedError(f"{type(self).__name__} must define get_entrypoint()")
+
+    async def _upload_mounts(self) -> dict[str, str]:
+        mounted: dict[str, str] = {}
+        for local, target in self.mount.items():
+            path = Path(local)
+            if path.is_dir():
+                for file in sorted(p for p in path.rglob("*") if p.is_file()):
+                    rel = file.relative_to(path).as_posix()
+                    info = await self._c.files._upload(file, "custom_job_file")
+                    mounted[os.path.join(target, rel)] = info["id"]
+            elif path.is_file():
+                mounted[target] = (await self._c.files._upload(path, "custom_job_file"))["id"]
+            else:
+                raise InvalidRequest(f"mount source {local!r} does not exist")
+        return mounted
+
+    async def _create(self, params: dict[str, Any]) -> Job:
+        allowed_hardware = params.pop("allowed_hardware", None)
+        docker_image = params.pop("docker_image", None) or self.base_image
+        requires_vram_gb = params.pop("requires_vram_gb", self.requires_vram_gb)
+        try:
+            validated = self.params(**params)
+        except ValidationError as exc:
+            raise InvalidRequest(f"invalid params for {type(self).__name__}: {exc}") from None
+        dumped = validated.model_dump(mode="json")
+        mounted = await self._upload_mounts()
+        return await self._c.jobs._submit(
+            id_prefix=self.id_prefix, type=self.job_type, model=dumped.get("model"),
+            params={"validated_params": dumped, "mounted_files": mounted},
+            script=self.get_entrypoint(validated), docker_image=docker_image,
+            requires_vram_gb=requires_vram_gb, allowed_hardware=allowed_hardware,
+            job_id_suffix=dumped.get("job_id_suffix"))
+
+    def create(self, **params: Any) -> Any:
+        """Submit the job (the same params again return the same job, which runs once).
+
+        Raises ``InvalidRequest`` for params the model rejects, unknown hardware or
+        missing mount sources."""
+        return self._c.call(self._create(params))
+
+
+def register(name: str) -> Any:
+    """Make ``ow.<name>`` an instance of the decorated ``Jobs`` subclass on every client."""
+
+    def wrap(cls: type[Jobs]) -> type[Jobs]:
+        from openweights.sdk.client import _Client
+
+        _Client._REGISTERED[name] = cls
+        for client in list(_Client._INSTANCES):
+            setattr(client, name, cls(client))
+        return cls
+
+    return wrap

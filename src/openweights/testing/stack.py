@@ -1,0 +1,76 @@
+"""Run the real services in a background thread (own event loop) for tests and benches.
+
+The services are the same objects their composition roots build; only the process
+boundary is left out, so a test can start a stack in milliseconds and use the blocking
+SDK against it from the main thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from openweights.bootstrap import prepare
+from openweights.config import Settings
+
+
+def _factories() -> dict[str, Callable[[Settings, Any, Any], Any]]:
+    from services.api.service import ApiService
+    from services.projector.projector import Projector
+
+    return {"projector": Projector, "api": ApiService}
+
+
+@contextmanager
+def services_thread(settings: Settings, names: tuple[str, ...] = ("projector", "api"),
+                    extra: Callable[[Settings, Any, Any], Any] | None = None) -> Iterator[None]:
+    """Start ``names`` (and ``extra``) on a prepared stack; stop them on exit."""
+    ready = threading.Event()
+    failure: list[BaseException] = []
+    stop: list[Callable[[], None]] = []
+
+    async def main() -> None:
+        from services.runtime import nats_connection
+
+        await prepare(settings)
+        async with nats_connection(settings, "test-services") as (nc, js):
+            async with anyio.create_task_group() as tg:
+                factories = _factories()
+                for name in names:
+                    await tg.start(_run, factories[name](settings, nc, js))
+                if extra is not None:
+                    await tg.start(_run, extra(settings, nc, js))
+                token = anyio.lowlevel.current_token()
+                stop.append(lambda: anyio.from_thread.run_sync(
+                    tg.cancel_scope.cancel, token=token))
+                ready.set()
+
+    async def _run(service: Any, *, task_status: TaskStatus[None]) -> None:
+        await service.run(task_status=task_status)
+
+    def target() -> None:
+        try:
+            anyio.run(main, backend="asyncio")
+        except BaseException as exc:  # surfaced to the test below
+            failure.append(exc)
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=target, name="ow-services", daemon=True)
+    thread.start()
+    ready.wait(60)
+    if failure:
+        raise failure[0]
+    try:
+        yield
+    finally:
+        if stop:
+            stop[0]()
+        thread.join(30)
+        if failure and not isinstance(failure[0], anyio.get_cancelled_exc_class()):
+            raise failure[0]
