@@ -67,13 +67,13 @@ class ApiService:
         return wrap
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        from services.api import files, jobs, runs
+        from services.api import agents, files, jobs, runs
 
         assert self.settings.database_url is not None
         self.pool = await create_pool(self.settings.database_url, min_size=2, max_size=8)
         self.files = await open_file_store(self.settings, self.js)
         try:
-            for module in (jobs, runs, files):
+            for module in (jobs, runs, files, agents):
                 module.install(self)
             await self.watcher.start(self.pool)
             async with anyio.create_task_group() as tg:

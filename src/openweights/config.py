@@ -42,9 +42,35 @@ class Settings(BaseSettings):
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
     s3_prefix: str = ""
+    # Lifecycle deadlines (seconds): the original's defaults; tests shorten them.
+    heartbeat_s: float = 5.0
+    worker_lost_s: float = 120.0
+    worker_lost_starting_s: float = 600.0
+    run_start_timeout_s: float = 120.0
+    scheduler_check_s: float = 5.0
+    provisioner_check_s: float = 5.0
+    idle_shutdown_s: float = 300.0
+    min_worker_age_s: float = 600.0
+    never_registered_s: float = 600.0
+    worker_ttl_s: float = 24 * 3600.0
+    max_consecutive_failures: int = 5
+    max_workers: int = 8
+    # The local backend: how many fake GPUs (and of which type) each agent pretends to have.
+    local_fake_gpus: int = 0
+    local_fake_gpu_type: str = "H100S"
+    cancel_grace_s: float = 10.0
     log_json: bool | None = None
     request_timeout_s: float = 10.0
 
     @property
     def stream_prefix(self) -> str:
         return self.namespace.upper().replace("-", "_")
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``OW_*`` variables that make a child process build the same settings."""
+    out: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            out[f"OW_{name.upper()}"] = str(value)
+    return out

@@ -139,6 +139,63 @@ class LogRead(Request, kw_only=True):
     limit: int = 10_000
 
 
+# -- agents -----------------------------------------------------------------------------
+class AgentRegister(Request, kw_only=True):
+    worker_id: str
+    docker_image: str
+    hardware_type: str
+    gpu_type: str | None = None
+    gpu_count: int = 0
+    vram_gb: int = 0
+    managed: bool = False
+    ttl_until: datetime | None = None
+
+
+class AgentRun(Request, kw_only=True):
+    worker_id: str
+    job_id: str
+    run_id: str
+
+
+class AgentRunEnd(AgentRun, kw_only=True):
+    """How a run ended, as its agent saw it."""
+
+    outcome: Literal["completed", "failed", "timeout", "canceled", "requeue"]
+    error: str | None = None
+    exit_code: int | None = None
+    log_file: str | None = None
+    reason: str = ""
+
+
+class AgentUploaded(AgentRun, kw_only=True):
+    files: list[dict[str, str]]  # [{"path": relative path under uploads/, "file": file id}]
+
+
+class AgentStopped(Request, kw_only=True):
+    worker_id: str
+    reason: str
+    log_file: str | None = None
+
+
+class AgentTTL(Request, kw_only=True):
+    worker_id: str
+    ttl_until: datetime
+
+
+class Assignment(msgspec.Struct, kw_only=True):
+    """What the scheduler sends an agent (core request/reply; the log has JobAssigned)."""
+
+    org: str
+    job_id: str
+    run_id: str
+    worker_id: str
+    script: str
+    docker_image: str
+    model: str | None
+    params: dict[str, Any]
+    timeout: datetime | None = None
+
+
 ENDPOINTS: dict[str, type[Request]] = {
     "files.upload.begin": UploadBegin,
     "files.upload.end": UploadEnd,
@@ -159,6 +216,12 @@ ENDPOINTS: dict[str, type[Request]] = {
     "run.script.start": ScriptRunStart,
     "run.script.end": ScriptRunEnd,
     "logs.read": LogRead,
+    "agent.register": AgentRegister,
+    "agent.run.start": AgentRun,
+    "agent.run.end": AgentRunEnd,
+    "agent.run.uploaded": AgentUploaded,
+    "agent.stopped": AgentStopped,
+    "agent.ttl": AgentTTL,
 }
 # Raw-payload endpoint (bytes body, metadata in headers): files.upload.chunk
 UPLOAD_CHUNK = "files.upload.chunk"

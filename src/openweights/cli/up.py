@@ -24,7 +24,7 @@ from rich.table import Table
 
 from openweights.adapters.embedded import EmbeddedNats, EmbeddedPostgres, die_with_parent
 from openweights.bootstrap import ensure_database, prepare
-from openweights.config import Settings
+from openweights.config import Settings, settings_env
 from openweights.errors import StackUnavailable
 from openweights.stack import clear_stack, read_stack, write_stack
 
@@ -94,9 +94,7 @@ class Stack:
 
     def start_services(self, settings: Settings) -> None:
         (settings.home / "logs").mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, OW_NATS_URL=settings.nats_url or "",
-                   OW_DATABASE_URL=settings.database_url or "",
-                   OW_NAMESPACE=settings.namespace, OW_HOME=str(settings.home))
+        env = dict(os.environ, **settings_env(settings))
         for name in SERVICES:
             child = Child(name, env)
             child.start(str(settings.home))

@@ -4,8 +4,11 @@
 - ``active``: its agent registered and heartbeats; it may be assigned jobs.
 - ``shutdown``: asked to stop (idle, TTL, failures, operator) or stopped itself;
   takes no new work.
-- ``terminated``: its machine is gone, or it was declared lost. Final: anything a
-  terminated worker still says is refused.
+- ``terminated``: its machine is gone. Final: anything a terminated worker says is refused.
+
+A worker declared lost (silent past its deadline) goes to ``shutdown``: its runs were
+failed and its jobs requeued, so its late updates are fenced; the provisioner then
+releases its machine (``terminated``).
 """
 
 from __future__ import annotations
@@ -56,9 +59,9 @@ TRANSITIONS: dict[tuple[str | None, type[Event]], str] = {
     ("starting", WorkerStopped): "shutdown",
     ("active", WorkerStopped): "shutdown",
     ("shutdown", WorkerStopped): "shutdown",
-    ("starting", WorkerLost): "terminated",
-    ("active", WorkerLost): "terminated",
-    ("shutdown", WorkerLost): "terminated",
+    ("starting", WorkerLost): "shutdown",
+    ("active", WorkerLost): "shutdown",
+    ("shutdown", WorkerLost): "shutdown",
     ("starting", WorkerTerminated): "terminated",
     ("active", WorkerTerminated): "terminated",
     ("shutdown", WorkerTerminated): "terminated",
@@ -123,6 +126,7 @@ def decide(
         if state is not None and (
             (isinstance(cmd, RequestShutdown) and state.status in ("shutdown", "terminated"))
             or (isinstance(cmd, TerminateWorker | DeclareLost) and state.status == "terminated")
+            or (isinstance(cmd, ReportStopped) and state.status == "terminated")
         ):
             return []
         raise IllegalTransition("worker", str(_status(state) or "absent"), type(cmd).__name__)

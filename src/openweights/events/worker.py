@@ -1,8 +1,8 @@
 """Events of the worker aggregate (one machine running one agent).
 
 States users of the original know: ``starting`` (machine requested), ``active``
-(agent registered), ``shutdown`` (asked to stop, or stopped itself), ``terminated``
-(machine gone or worker declared lost).
+(agent registered), ``shutdown`` (asked to stop, stopped itself, or declared lost),
+``terminated`` (machine released).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class WorkerStopped(Event, frozen=True, tag="worker.stopped/1"):
 
 
 class WorkerLost(Event, frozen=True, tag="worker.lost/1"):
-    """Silent past its deadline; its runs were failed and its jobs requeued."""
+    """Silent past its deadline (status ``shutdown``); its jobs are requeued separately."""
 
     worker_id: str
     last_seen: datetime | None

@@ -14,6 +14,7 @@ from typing import Any
 from openweights.domain import file, job, org, secret, token, worker
 from openweights.domain.file import FileState
 from openweights.domain.job import JobState
+from openweights.domain.matching import cached_model
 from openweights.domain.org import OrgState
 from openweights.domain.secret import SecretState
 from openweights.domain.token import TokenState
@@ -35,11 +36,6 @@ from openweights.events.job import JOB_EVENTS
 from openweights.events.worker import WORKER_EVENTS
 from openweights.projection import rows
 from openweights.projection.rows import Row
-
-
-def cached_model_name(model: str | None) -> str | None:
-    """What a worker keeps cached after a job: the ``org/repo`` part of its model."""
-    return "/".join(model.split("/")[:2]) if model else None
 
 
 @dataclass
@@ -102,7 +98,7 @@ class ReadModel:
         if isinstance(e, JobReset):
             self.outputs[job_id] = {}
         if isinstance(e, JobCompleted):
-            name = cached_model_name(state.model)
+            name = cached_model(state.model)
             models = self.cached_models.setdefault(e.worker_id, [])
             if name and name not in models and e.worker_id in self.workers:
                 models.append(name)

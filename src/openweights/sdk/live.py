@@ -53,6 +53,9 @@ async def wait_job(client: _Client, job_id: str, limit_s: float | None) -> Job:
             while not job.terminal:
                 msg = await receive.receive()
                 if msg.subject.split(".")[2] == "job":
+                    # Read the job as of this message: the read models may lag the log.
+                    t = client.transport
+                    t.seen_seq = max(t.seen_seq, _seq(msg))
                     job = await client.jobs._retrieve(job_id)
             return job
     finally:

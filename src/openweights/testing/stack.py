@@ -22,8 +22,18 @@ from openweights.config import Settings
 def _factories() -> dict[str, Callable[[Settings, Any, Any], Any]]:
     from services.api.service import ApiService
     from services.projector.projector import Projector
+    from services.provisioner.backends.local import LocalBackend
+    from services.provisioner.provisioner import Provisioner
+    from services.scheduler.scheduler import Scheduler
 
-    return {"projector": Projector, "api": ApiService}
+    def provisioner(settings: Settings, nc: Any, js: Any) -> Provisioner:
+        return Provisioner(settings, nc, js, LocalBackend(settings, stop_grace_s=10))
+
+    return {"projector": Projector, "api": ApiService, "scheduler": Scheduler,
+            "provisioner": provisioner}
+
+
+ALL_SERVICES = ("projector", "api", "scheduler", "provisioner")
 
 
 @contextmanager
@@ -39,19 +49,40 @@ def services_thread(settings: Settings, names: tuple[str, ...] = ("projector", "
 
         await prepare(settings)
         async with nats_connection(settings, "test-services") as (nc, js):
+            factories = _factories()
+            services = [factories[name](settings, nc, js) for name in names]
+            if extra is not None:
+                services.append(extra(settings, nc, js))
+            scopes: list[anyio.CancelScope] = []
+            done: list[anyio.Event] = []
             async with anyio.create_task_group() as tg:
-                factories = _factories()
-                for name in names:
-                    await tg.start(_run, factories[name](settings, nc, js))
-                if extra is not None:
-                    await tg.start(_run, extra(settings, nc, js))
+                for service in services:
+                    scope, finished = anyio.CancelScope(), anyio.Event()
+                    scopes.append(scope)
+                    done.append(finished)
+                    await tg.start(_run, service, scope, finished)
+                stopped = anyio.Event()
+
+                async def stop_in_reverse() -> None:
+                    # Like `ow up`: the provisioner first (its agents still reach the api).
+                    for scope, finished in zip(reversed(scopes), reversed(done), strict=True):
+                        scope.cancel()
+                        await finished.wait()
+                    stopped.set()
+
                 token = anyio.lowlevel.current_token()
                 stop.append(lambda: anyio.from_thread.run_sync(
-                    tg.cancel_scope.cancel, token=token))
+                    lambda: tg.start_soon(stop_in_reverse), token=token))
                 ready.set()
+                await stopped.wait()
 
-    async def _run(service: Any, *, task_status: TaskStatus[None]) -> None:
-        await service.run(task_status=task_status)
+    async def _run(service: Any, scope: anyio.CancelScope, finished: anyio.Event, *,
+                   task_status: TaskStatus[None]) -> None:
+        try:
+            with scope:
+                await service.run(task_status=task_status)
+        finally:
+            finished.set()
 
     def target() -> None:
         try:

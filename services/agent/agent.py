@@ -1,0 +1,271 @@
+"""The agent: one per machine. Registers, heartbeats, runs what it is assigned.
+
+Assignments arrive as messages (no polling) and queue up; jobs run one at a time in a
+fresh directory. Every status change goes to the api service fenced by the run, so a
+stale agent (declared lost, restarted, canceled) cannot change a job it no longer owns.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+import structlog
+from nats.aio.msg import Msg
+
+from openweights.api.protocol import Assignment
+from openweights.config import Settings
+from openweights.errors import Conflict, OpenWeightsError
+from openweights.events import (
+    JobCanceled,
+    JobTimeoutExtended,
+    WorkerLost,
+    WorkerShutdownRequested,
+    WorkerTTLExtended,
+    decode,
+)
+from openweights.sdk.client import AsyncOpenWeights
+from services.agent.gpu import ForeignGpuHolder, GpuReclaimError, HardwareInfo, reclaim_gpu
+from services.agent.process import build_job_env, collect_uploads, run_job_process
+
+log = structlog.get_logger("agent")
+
+
+class Agent:
+    def __init__(self, settings: Settings, worker_id: str, docker_image: str,
+                 hardware: HardwareInfo, *, managed: bool, real_gpus: bool = False) -> None:
+        self.settings, self.worker_id, self.docker_image = settings, worker_id, docker_image
+        self.hardware, self.managed, self.real_gpus = hardware, managed, real_gpus
+        self.ow = AsyncOpenWeights(settings=settings)
+        self.t = self.ow.transport
+        self.stopping = anyio.Event()
+        self.stop_reason = "shutdown requested"
+        self.ttl_until = datetime.now(UTC) + timedelta(seconds=settings.worker_ttl_s)
+        self.failures = 0
+        self.current: Assignment | None = None
+        # ``None`` in the queue means "stop": what is still queued behind it is requeued.
+        self._send, self._queue = anyio.create_memory_object_stream[Assignment | None](
+            math.inf)
+        self.workdir_root = settings.home / "agent" / worker_id
+        self.workdir_root.mkdir(parents=True, exist_ok=True)
+
+    async def call(self, endpoint: str, **fields: Any) -> Any:
+        return await self.t.call(endpoint, worker_id=self.worker_id, **fields)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def run(self) -> None:
+        nc = await self.t.connect()
+        org = self.t.org
+        subs = [
+            await nc.subscribe(self.t.subjects.agent(org, self.worker_id), cb=self._on_assignment),
+            await nc.subscribe(self.t.subjects.live(org, "worker", self.worker_id),
+                               cb=self._on_worker_event),
+        ]
+        try:
+            registered = await self.call(
+                "agent.register", docker_image=self.docker_image,
+                hardware_type=self.hardware.hardware_type, gpu_type=self.hardware.gpu_type,
+                gpu_count=self.hardware.gpu_count, vram_gb=self.hardware.vram_gb,
+                managed=self.managed, ttl_until=self.ttl_until)
+            log.info("agent.registered", worker=self.worker_id, requeued=registered["requeued"],
+                     hardware=self.hardware.hardware_type)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._heartbeat_forever)
+                tg.start_soon(self._watch_ttl)
+                await self._work()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                for sub in subs:
+                    await sub.unsubscribe()
+                await self._report_stopped()
+                await self.ow.close()
+
+    def stop(self, reason: str) -> None:
+        if not self.stopping.is_set():
+            self.stop_reason = reason
+            self.stopping.set()
+            self._send.send_nowait(None)
+
+    async def _report_stopped(self) -> None:
+        self.t.retry_for_s = min(self.t.retry_for_s, 10.0)  # stopping: don't linger
+        try:
+            await self.call("agent.stopped", reason=self.stop_reason)
+        except OpenWeightsError as exc:
+            log.warning("agent.stop_report_failed", error=str(exc))
+
+    async def _on_assignment(self, msg: Msg) -> None:
+        self._send.send_nowait(msgspec.json.decode(msg.data, type=Assignment))
+
+    async def _on_worker_event(self, msg: Msg) -> None:
+        for event in decode(msg.data):
+            if isinstance(event, WorkerShutdownRequested | WorkerLost):
+                self.stop(getattr(event, "reason", "shutdown requested"))
+            elif isinstance(event, WorkerTTLExtended):
+                self.ttl_until = event.ttl_until
+
+    async def _heartbeat_forever(self) -> None:
+        subject = self.t.subjects.heartbeat(self.t.org, self.worker_id)
+        nc = await self.t.connect()
+        while True:
+            body = {"worker_id": self.worker_id, "run_id": self.current.run_id
+                    if self.current else None, "at": datetime.now(UTC).isoformat()}
+            await nc.publish(subject, msgspec.json.encode(body))
+            await anyio.sleep(self.settings.heartbeat_s)  # the heartbeat period itself
+
+    async def _watch_ttl(self) -> None:
+        while not self.stopping.is_set():
+            left = (self.ttl_until - datetime.now(UTC)).total_seconds()
+            if left <= 0:
+                self.stop("ttl expired")
+                return
+            await anyio.sleep(min(left, 60.0))  # re-read: the TTL may be extended meanwhile
+
+    async def _work(self) -> None:
+        async for assignment in self._queue:
+            if assignment is None:
+                break
+            await self._run_one(assignment)
+            if self.failures >= self.settings.max_consecutive_failures:
+                self.stop(f"{self.failures} consecutive failed jobs")
+        while True:  # stopping: give back what was assigned but never started
+            try:
+                left = self._queue.receive_nowait()
+            except anyio.WouldBlock:
+                return
+            if left is not None:
+                await self._requeue_unstarted(left)
+
+    async def _requeue_unstarted(self, a: Assignment) -> None:
+        try:
+            await self.call("agent.run.start", job_id=a.job_id, run_id=a.run_id)
+        except Conflict:
+            return
+        await self._end(a, "requeue", reason=self.stop_reason)
+
+    # -- one job -------------------------------------------------------------------------
+    async def _run_one(self, a: Assignment) -> None:
+        try:
+            await self.call("agent.run.start", job_id=a.job_id, run_id=a.run_id)
+        except Conflict as exc:  # canceled or reassigned meanwhile
+            log.info("agent.assignment_stale", job=a.job_id, reason=str(exc))
+            return
+        if self.real_gpus:
+            try:
+                await reclaim_gpu(own_pids=[os.getpid()])
+            except ForeignGpuHolder as exc:
+                await self._end(a, "requeue", reason=f"GPU held by another container: {exc}")
+                self.stop("GPU held by another container")
+                return
+            except GpuReclaimError as exc:
+                log.warning("agent.gpu_reclaim_failed", error=str(exc))
+        self.current = a
+        workdir = Path(tempfile.mkdtemp(prefix=f"{a.run_id}-", dir=self.workdir_root))
+        log_path = self.workdir_root / f"{a.run_id}.log"
+        try:
+            await self._execute(a, workdir, log_path)
+        finally:
+            self.current = None
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    async def _execute(self, a: Assignment, workdir: Path, log_path: Path) -> None:
+        (workdir / "uploads").mkdir()
+        for target, file_id in (a.params.get("mounted_files") or {}).items():
+            dest = (workdir / target).resolve()
+            if workdir.resolve() not in dest.parents:
+                raise OpenWeightsError(f"mount target {target!r} escapes the working directory")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            await self.ow.files._download_to(file_id, dest)
+        env = build_job_env(os.environ, run_id=a.run_id, n_gpus=self.hardware.gpu_count,
+                            secrets={})
+        env.update(OPENWEIGHTS_JOB_ID=a.job_id, OW_WORKER_ID=self.worker_id)
+        cancel, why = anyio.Event(), {"reason": "canceled"}
+        deadline = {"at": a.timeout}
+        nc = await self.t.connect()
+        log_subject = self.t.subjects.log(a.org, a.run_id)
+
+        async def on_job_event(msg: Msg) -> None:
+            for event in decode(msg.data):
+                if isinstance(event, JobCanceled):
+                    why["reason"] = "timeout" if event.reason == "timeout" else "canceled"
+                    cancel.set()
+                elif isinstance(event, JobTimeoutExtended):
+                    deadline["at"] = event.timeout
+
+        async def on_line(line: bytes) -> None:
+            await nc.publish(log_subject, line + b"\n")
+
+        async def watch() -> None:
+            while not cancel.is_set():
+                if self.stopping.is_set():
+                    why["reason"] = "shutdown"
+                    cancel.set()
+                    return
+                at = deadline["at"]
+                if at is not None and at <= datetime.now(UTC):
+                    why["reason"] = "timeout"
+                    cancel.set()
+                    return
+                with anyio.move_on_after(1.0):  # re-check the (extendable) deadline
+                    await self.stopping.wait()
+
+        sub = await nc.subscribe(self.t.subjects.live(a.org, "job", a.job_id), cb=on_job_event)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch)
+                outcome = await run_job_process(
+                    a.script, cwd=workdir, env=env, on_line=on_line, log_path=log_path,
+                    cancel=cancel, grace_s=self.settings.cancel_grace_s)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await sub.unsubscribe()
+        log_file = await self._store_log(log_path)
+        await self._upload_results(a, workdir)
+        if outcome.status == "completed":
+            self.failures = 0
+            await self._end(a, "completed", log_file=log_file)
+        elif outcome.status == "failed":
+            self.failures += 1
+            await self._end(a, "failed", log_file=log_file, exit_code=outcome.exit_code,
+                            error=f"Process exited with return code {outcome.exit_code}"
+                            if outcome.exit_code is not None else outcome.reason)
+        elif why["reason"] == "shutdown":
+            await self._end(a, "requeue", log_file=log_file, reason=self.stop_reason)
+        else:
+            await self._end(a, "timeout" if why["reason"] == "timeout" else "canceled",
+                            log_file=log_file)
+
+    async def _store_log(self, log_path: Path) -> str | None:
+        if not log_path.exists():
+            return None
+        info = await self.ow.files._upload(log_path, "log")
+        log_path.unlink(missing_ok=True)
+        return str(info["id"])
+
+    async def _upload_results(self, a: Assignment, workdir: Path) -> None:
+        files = []
+        for rel, path in collect_uploads(workdir):
+            info = await self.ow.files._upload(path, "result")
+            files.append({"path": rel, "file": info["id"]})
+        if files:
+            try:
+                await self.call("agent.run.uploaded", job_id=a.job_id, run_id=a.run_id,
+                                files=files)
+            except Conflict as exc:
+                log.info("agent.uploads_fenced", job=a.job_id, reason=str(exc))
+
+    async def _end(self, a: Assignment, outcome: str, **fields: Any) -> None:
+        try:
+            await self.call("agent.run.end", job_id=a.job_id, run_id=a.run_id, outcome=outcome,
+                            **fields)
+        except Conflict as exc:  # the job moved on without us: nothing to change
+            log.info("agent.end_fenced", job=a.job_id, outcome=outcome, reason=str(exc))
+        log.info("agent.run_ended", job=a.job_id, run=a.run_id, outcome=outcome)

@@ -1,0 +1,141 @@
+"""What agents tell the api service. Every status change is fenced by its run."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from openweights.api import protocol
+from openweights.domain import job, worker
+from openweights.domain.commands import (
+    CancelJob,
+    CompleteRun,
+    ExtendWorkerTTL,
+    FailRun,
+    RegisterWorker,
+    ReportStopped,
+    RequeueJob,
+    StartRun,
+    StoreRunLog,
+)
+from openweights.domain.job import JobState
+from openweights.errors import Fenced, InvalidRequest, NotFound
+from openweights.events import Actor, Event, RunFileUploaded
+from openweights.subjects import check_token
+from services.api.service import ApiService, Context, Seq
+
+
+def install(api: ApiService) -> None:
+    def _job(org: str, job_id: str) -> JobState:
+        state = api.fold.get(org, "job", check_token(job_id, "job id"))
+        if state is None:
+            raise NotFound(f"job {job_id!r} not found")
+        return state  # type: ignore[no-any-return]
+
+    async def _job_command(ctx: Context, req: protocol.AgentRun, cmd: Any) -> int:
+        _job(ctx.org, req.job_id)
+        by = Actor("agent", req.worker_id)
+        _, seq, _ = await api.executor.execute(
+            ctx.org, "job", req.job_id, lambda s, now, _by: job.decide(s, cmd, now, by), by,
+            req.request_id)
+        return seq
+
+    @api.route("agent.register")
+    async def register(ctx: Context, req: protocol.AgentRegister) -> Seq:
+        check_token(req.worker_id, "worker id")
+        by = Actor("agent", req.worker_id)
+        cmd = RegisterWorker(worker_id=req.worker_id, org=ctx.org, docker_image=req.docker_image,
+                             hardware_type=req.hardware_type, gpu_type=req.gpu_type,
+                             gpu_count=req.gpu_count, vram_gb=req.vram_gb, managed=req.managed,
+                             ttl_until=req.ttl_until)
+        _, seq, _ = await api.executor.execute(
+            ctx.org, "worker", req.worker_id,
+            lambda s, now, _by: worker.decide(s, cmd, now, by), by, req.request_id)
+        # A restart under the same id: its runs still open are orphans; back to pending.
+        requeued = []
+        for state in api.fold.of_kind("job"):
+            run = state.open_run
+            if state.org == ctx.org and run is not None and run.worker_id == req.worker_id:
+                requeue = RequeueJob(run_id=run.id, worker_id=req.worker_id, run_status="failed",
+                                     reason="worker restarted")
+                _, s2, _ = await api.executor.execute(
+                    ctx.org, "job", state.id,
+                    lambda s, now, _by, c=requeue: job.decide(s, c, now, by), by)
+                seq = max(seq, s2)
+                requeued.append(state.id)
+        return Seq({"requeued": requeued}, seq)
+
+    @api.route("agent.run.start")
+    async def start(ctx: Context, req: protocol.AgentRun) -> Seq:
+        cmd = StartRun(run_id=req.run_id, worker_id=req.worker_id)
+        return Seq({"started": req.run_id}, await _job_command(ctx, req, cmd))
+
+    @api.route("agent.run.end")
+    async def end(ctx: Context, req: protocol.AgentRunEnd) -> Seq:
+        state = _job(ctx.org, req.job_id)
+        w, r = req.worker_id, req.run_id
+        seq = 0
+        match req.outcome:
+            case "completed":
+                seq = await _job_command(ctx, req, CompleteRun(run_id=r, worker_id=w,
+                                                               log_file=req.log_file))
+            case "failed":
+                seq = await _job_command(ctx, req, FailRun(
+                    run_id=r, worker_id=w, error=req.error or "failed",
+                    exit_code=req.exit_code, log_file=req.log_file))
+            case "timeout":
+                seq = await _job_command(ctx, req, CancelJob(reason="timeout", run_id=r,
+                                                             worker_id=w))
+            case "requeue":
+                seq = await _job_command(ctx, req, RequeueJob(
+                    run_id=r, worker_id=w, run_status="canceled",
+                    reason=req.reason or "worker shut down", log_file=req.log_file))
+            case "canceled":
+                if state.run(r) is None:
+                    raise Fenced(f"run {r!r} is not a run of job {req.job_id}")
+        if req.log_file and req.outcome in ("timeout", "canceled"):
+            seq = max(seq, await _job_command(ctx, req, StoreRunLog(
+                run_id=r, worker_id=w, log_file=req.log_file)))
+        after = api.fold.get(ctx.org, "job", req.job_id)
+        return Seq({"status": after.status}, seq)
+
+    @api.route("agent.run.uploaded")
+    async def uploaded(ctx: Context, req: protocol.AgentUploaded) -> Seq:
+        state = _job(ctx.org, req.job_id)
+        run = state.run(req.run_id)
+        if run is None or run.worker_id != req.worker_id:
+            raise Fenced(f"run {req.run_id!r} is not held by worker {req.worker_id!r}")
+        by, now = Actor("agent", req.worker_id), datetime.now(UTC)
+        events: list[Event] = []
+        for item in req.files:
+            path, file_id = item.get("path"), item.get("file")
+            if not path or not file_id or api.fold.get(ctx.org, "file", file_id) is None:
+                raise InvalidRequest(f"uploaded file entry {item!r} needs a path and a "
+                                     "stored file id")
+            events.append(RunFileUploaded(at=now, by=by, job_id=state.id, run_id=run.id,
+                                          path=path, file=file_id))
+        if not events:
+            return Seq({"uploaded": 0}, 0)
+        seq = await api.executor.append_unconditional(api.subjects.run(ctx.org, state.id),
+                                                      events)
+        return Seq({"uploaded": len(events)}, seq)
+
+    async def _worker_command(ctx: Context, worker_id: str, cmd: Any,
+                              request_id: str | None) -> Seq:
+        if api.fold.get(ctx.org, "worker", check_token(worker_id, "worker id")) is None:
+            raise NotFound(f"worker {worker_id!r} not found")
+        by = Actor("agent", worker_id)
+        _, seq, state = await api.executor.execute(
+            ctx.org, "worker", worker_id, lambda s, now, _by: worker.decide(s, cmd, now, by),
+            by, request_id)
+        return Seq({"status": state.status}, seq)
+
+    @api.route("agent.stopped")
+    async def stopped(ctx: Context, req: protocol.AgentStopped) -> Seq:
+        cmd = ReportStopped(reason=req.reason, log_file=req.log_file)
+        return await _worker_command(ctx, req.worker_id, cmd, req.request_id)
+
+    @api.route("agent.ttl")
+    async def ttl(ctx: Context, req: protocol.AgentTTL) -> Seq:
+        cmd = ExtendWorkerTTL(ttl_until=req.ttl_until)
+        return await _worker_command(ctx, req.worker_id, cmd, req.request_id)

@@ -1,0 +1,124 @@
+"""The ``local`` backend: each "machine" is an agent process on this computer.
+
+Agents may pretend to have GPUs (``OW_LOCAL_FAKE_GPUS``) so that hardware matching and
+VRAM needs can be exercised without any. Machine ids are ``local-<pid>``; they stay
+meaningful across a provisioner restart (signals go to the pid).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+
+from openweights.adapters.embedded import die_with_parent
+from openweights.config import Settings, settings_env
+from openweights.hardware import vram_gb
+from services.provisioner.port import MachineSpec, MachineStartFailed
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, settings: Settings, *, stop_grace_s: float = 30.0) -> None:
+        self.settings = settings
+        self.stop_grace_s = stop_grace_s
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.logs = settings.home / "logs" / "agents"
+
+    @property
+    def hardware(self) -> str:
+        n = self.settings.local_fake_gpus
+        return f"{n}x {self.settings.local_fake_gpu_type}" if n > 0 else "cpu"
+
+    @property
+    def vram(self) -> int:
+        return vram_gb(self.hardware) if self.settings.local_fake_gpus > 0 else 0
+
+    def hardware_options(self, required_vram_gb: int | None,
+                         allowed_hardware: list[str] | None) -> list[str]:
+        if allowed_hardware:
+            return [self.hardware] if self.hardware in allowed_hardware else []
+        return [self.hardware] if (required_vram_gb or 0) <= self.vram else []
+
+    async def start(self, spec: MachineSpec) -> str:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, **settings_env(self.settings), **spec.env,
+                   OW_WORKER_ID=spec.worker_id, OW_DOCKER_IMAGE=spec.docker_image,
+                   OW_MANAGED="1")
+        log_path: Path = self.logs / f"{spec.worker_id}.log"
+
+        def spawn() -> subprocess.Popen[bytes]:
+            with open(log_path, "ab") as out:
+                return subprocess.Popen([sys.executable, "-m", "services.agent"], env=env,
+                                        stdout=out, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True,
+                                        preexec_fn=die_with_parent)
+
+        try:
+            proc = await anyio.to_thread.run_sync(spawn)
+        except OSError as exc:
+            raise MachineStartFailed(f"cannot start a local agent: {exc}") from exc
+        self.procs[proc.pid] = proc
+        return f"local-{proc.pid}"
+
+    @staticmethod
+    def _pid(machine_id: str) -> int:
+        return int(machine_id.removeprefix("local-"))
+
+    async def stop(self, machine_id: str) -> None:
+        pid = self._pid(machine_id)
+        if not await self.alive(machine_id):
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)  # graceful: the agent gives its job back
+        except ProcessLookupError:
+            return
+
+    async def kill(self, machine_id: str) -> None:
+        """Hard stop (tests, chaos): what a machine dying looks like."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self._pid(machine_id), signal.SIGKILL)
+        await self.alive(machine_id)
+
+    async def alive(self, machine_id: str) -> bool:
+        pid = self._pid(machine_id)
+        proc = self.procs.get(pid)
+        if proc is not None:
+            if proc.poll() is None:
+                return True
+            self.procs.pop(pid, None)
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return not _zombie(pid)
+
+    async def close(self) -> None:
+        """Stop every agent this backend started: SIGTERM, then SIGKILL after the grace."""
+        for pid in list(self.procs):
+            await self.stop(f"local-{pid}")
+        with anyio.move_on_after(self.stop_grace_s):
+            for proc in list(self.procs.values()):
+                await anyio.to_thread.run_sync(proc.wait)
+        for pid, proc in list(self.procs.items()):
+            if proc.poll() is None:
+                await self.kill(f"local-{pid}")
+                await anyio.to_thread.run_sync(proc.wait)
+            self.procs.pop(pid, None)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False

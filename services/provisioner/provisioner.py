@@ -1,0 +1,196 @@
+"""The provisioner: starts machines for unmet demand and releases what is not needed.
+
+Demand is the pending jobs grouped by image and hardware need; supply is the starting
+workers of that image and the idle active ones that match. Every decision is an event
+with its reason (``WorkerRequested``, ``WorkerShutdownRequested``, ``WorkerTerminated``),
+so ``ow audit worker <id>`` explains why a machine exists and why it went away.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from openweights.adapters.nats.eventlog import EventLog
+from openweights.adapters.nats.fold import LiveFold
+from openweights.config import Settings
+from openweights.domain import worker
+from openweights.domain.commands import (
+    RecordMachineFailed,
+    RecordMachineStarted,
+    RequestShutdown,
+    RequestWorker,
+    TerminateWorker,
+)
+from openweights.domain.job import JobState
+from openweights.domain.matching import matches
+from openweights.domain.worker import WorkerState
+from openweights.events import Actor, Event
+from openweights.subjects import Subjects
+from services.lifecycle import decide_and_append, declare_lost
+from services.provisioner.port import MachineBackend, MachineSpec, MachineStartFailed
+
+log = structlog.get_logger("provisioner")
+ME = Actor("provisioner")
+
+
+class Provisioner:
+    def __init__(self, settings: Settings, nc: Client, js: JetStreamContext,
+                 backend: MachineBackend) -> None:
+        self.settings, self.nc, self.js, self.backend = settings, nc, js, backend
+        self.subjects = Subjects(settings.namespace)
+        self.fold = LiveFold(nc, js, self.subjects)
+        self.log = EventLog(nc, js, self.subjects)
+        self.last_active: dict[tuple[str, str], datetime] = {}  # worker -> last run change
+        self.fold.listeners.append(self._on_event)
+        self._wake = anyio.Event()
+
+    def _on_event(self, seq: int, org: str, event: Event, before: Any, after: Any) -> None:
+        if isinstance(after, JobState) and after.runs:
+            run = after.runs[-1]
+            self.last_active[(org, run.worker_id)] = event.at
+        self._wake.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self.fold.run)
+                log.info("provisioner.started", backend=self.backend.name, seq=self.fold.seq)
+                task_status.started()
+                while True:
+                    with anyio.move_on_after(self.settings.provisioner_check_s):
+                        await self._wake.wait()  # demand changed, or the periodic check
+                    self._wake = anyio.Event()
+                    await self.reconcile(datetime.now(UTC))
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.backend.close()
+
+    def max_workers(self, org: str) -> int:
+        # The org's MAX_WORKERS secret overrides this once secrets are readable here.
+        return self.settings.max_workers
+
+    async def reconcile(self, now: datetime) -> None:
+        workers: dict[str, list[WorkerState]] = defaultdict(list)
+        for w in self.fold.of_kind("worker"):
+            workers[w.org].append(w)
+        jobs = self.fold.of_kind("job")
+        pending: dict[str, list[JobState]] = defaultdict(list)
+        busy: set[tuple[str, str]] = set()
+        for j in jobs:
+            if j.status == "pending":
+                pending[j.org].append(j)
+            elif j.open_run is not None:
+                busy.add((j.org, j.open_run.worker_id))
+        open_jobs = [j for j in jobs if j.open_run is not None]
+        for org in sorted(set(workers) | set(pending)):
+            await self._release(workers[org], open_jobs, now)
+            await self._scale_down(workers[org], busy, now)
+            await self._scale_up(org, workers[org], pending[org], busy)
+
+    # -- releasing -----------------------------------------------------------------------
+    async def _release(self, ws: list[WorkerState], open_jobs: list[JobState],
+                       now: datetime) -> None:
+        for w in ws:
+            if w.status == "terminated" or w.backend != self.backend.name:
+                continue
+            machine_alive = w.machine_id is not None and await self.backend.alive(w.machine_id)
+            if w.status == "shutdown":
+                if machine_alive:
+                    await self.backend.stop(w.machine_id)  # type: ignore[arg-type]
+                else:
+                    await self._terminate(w, w.reason or "stopped")
+            elif w.machine_id is not None and not machine_alive:
+                await declare_lost(self.fold, self.log, w, open_jobs, None,
+                                   "its machine is gone", ME)
+            elif w.status == "starting" and now - w.created_at > timedelta(
+                    seconds=self.settings.never_registered_s):
+                if w.machine_id is not None:
+                    await self.backend.stop(w.machine_id)
+                await self._terminate(w, "never registered")
+
+    async def _terminate(self, w: WorkerState, reason: str) -> None:
+        await decide_and_append(self.fold, self.log, w.org, "worker", w.id, worker.decide,
+                                TerminateWorker(reason=reason), ME)
+
+    async def _scale_down(self, ws: list[WorkerState], busy: set[tuple[str, str]],
+                          now: datetime) -> None:
+        s = self.settings
+        for w in ws:
+            if w.status != "active" or not w.managed or (w.org, w.id) in busy:
+                continue
+            if now - w.created_at < timedelta(seconds=s.min_worker_age_s):
+                continue
+            last = self.last_active.get((w.org, w.id), w.updated_at)
+            if now - last > timedelta(seconds=s.idle_shutdown_s):
+                await decide_and_append(self.fold, self.log, w.org, "worker", w.id,
+                                        worker.decide, RequestShutdown(
+                                            reason=f"idle since {last.isoformat()}"), ME)
+
+    # -- starting ------------------------------------------------------------------------
+    async def _scale_up(self, org: str, ws: list[WorkerState], pending: list[JobState],
+                        busy: set[tuple[str, str]]) -> None:
+        if not pending:
+            return
+        live = [w for w in ws if w.status != "terminated"]
+        slots = self.max_workers(org) - len(live)
+        idle = [w for w in ws if w.status == "active" and (w.org, w.id) not in busy]
+        starting = [w for w in ws if w.status == "starting"]
+        groups: dict[tuple[str, tuple[str, ...] | None], list[JobState]] = defaultdict(list)
+        for j in pending:
+            key = (j.docker_image, tuple(sorted(j.allowed_hardware)) if j.allowed_hardware
+                   else None)
+            groups[key].append(j)
+        for (image, _), group in sorted(groups.items(), key=lambda kv: kv[0][0]):
+            served = 0
+            for j in group:  # jobs an idle worker can take need no new machine
+                match = next((w for w in idle if matches(j, w)), None)
+                if match is not None:
+                    idle.remove(match)
+                    served += 1
+            same_image = sum(1 for w in starting if w.docker_image == image)
+            unmet = len(group) - served - same_image
+            n = min(unmet, slots)
+            for _ in range(max(n, 0)):
+                if await self._start(org, image, group):
+                    slots -= 1
+
+    async def _start(self, org: str, image: str, group: list[JobState]) -> bool:
+        need = max((j.requires_vram_gb or 0) for j in group)
+        options = self.backend.hardware_options(need, group[0].allowed_hardware)
+        if not options:
+            log.warning("provisioner.no_hardware", org=org, image=image, vram=need,
+                        allowed=group[0].allowed_hardware)
+            return False
+        worker_id = f"{org}-{secrets.token_hex(4)}"
+        reason = f"{len(group)} pending job(s) for {image} (first: {group[0].id})"
+        seq = await decide_and_append(self.fold, self.log, org, "worker", worker_id,
+                                      worker.decide, RequestWorker(
+                                          worker_id=worker_id, org=org,
+                                          backend=self.backend.name, hardware=options[0],
+                                          docker_image=image, reason=reason), ME)
+        if not seq:
+            return False
+        await self.fold.wait_seq(seq)
+        try:
+            machine_id = await self.backend.start(MachineSpec(
+                worker_id=worker_id, org=org, hardware=options[0], docker_image=image))
+        except MachineStartFailed as exc:
+            await self._record(org, worker_id, RecordMachineFailed(error=str(exc)))
+            return False
+        await self._record(org, worker_id, RecordMachineStarted(machine_id=machine_id))
+        log.info("provisioner.started_machine", worker=worker_id, machine=machine_id,
+                 reason=reason)
+        return True
+
+    async def _record(self, org: str, worker_id: str, cmd: Any) -> None:
+        await decide_and_append(self.fold, self.log, org, "worker", worker_id, worker.decide,
+                                cmd, ME)

@@ -1,0 +1,16 @@
+"""Composition root of the scheduler: ``python -m services.scheduler``."""
+
+from __future__ import annotations
+
+from openweights.config import Settings
+from services.runtime import nats_connection, run_service
+from services.scheduler.scheduler import Scheduler
+
+
+async def main(settings: Settings) -> None:
+    async with nats_connection(settings, "scheduler") as (nc, js):
+        await Scheduler(settings, nc, js).run()
+
+
+if __name__ == "__main__":
+    run_service("scheduler", main)

@@ -1,0 +1,196 @@
+"""The scheduler: matches pending jobs with idle workers, and notices lost workers.
+
+Its state is a fold of the log (a restart is a replay; no Postgres in decisions).
+Assignments are appended to the job's subject with the sequence the fold last saw, so
+two schedulers running at once never assign one job twice: the second append fails.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+import msgspec
+import structlog
+from anyio.abc import TaskStatus
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from openweights.adapters.nats.eventlog import EventLog
+from openweights.adapters.nats.fold import LiveFold
+from openweights.adapters.nats.reader import StoredMessage, read_stream
+from openweights.api.protocol import Assignment
+from openweights.config import Settings
+from openweights.domain import job
+from openweights.domain.commands import AssignJob, CancelJob, RequeueJob
+from openweights.domain.job import JobState
+from openweights.domain.matching import cached_model, pick_worker, priority
+from openweights.domain.worker import WorkerState
+from openweights.errors import ConcurrencyConflict, OpenWeightsError
+from openweights.events import Actor, Event, JobCompleted
+from openweights.subjects import Subjects
+from services.lifecycle import decide_and_append, declare_lost
+
+log = structlog.get_logger("scheduler")
+ME = Actor("scheduler")
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, nc: Client, js: JetStreamContext) -> None:
+        self.settings, self.nc, self.js = settings, nc, js
+        self.subjects = Subjects(settings.namespace)
+        self.fold = LiveFold(nc, js, self.subjects)
+        self.log = EventLog(nc, js, self.subjects)
+        self.fold.listeners.append(self._on_event)
+        self.cached: dict[str, set[str]] = defaultdict(set)
+        self.last_seen: dict[tuple[str, str], datetime] = {}
+        # Indices kept by the fold's listener, so a pass never scans every job.
+        self._pending: dict[tuple[str, str], JobState] = {}
+        self._open: dict[tuple[str, str], JobState] = {}  # jobs with an open run
+        self._workers: dict[tuple[str, str], WorkerState] = {}
+        self._wake = anyio.Event()
+
+    # -- state -----------------------------------------------------------------------
+    def _on_event(self, seq: int, org: str, event: Event, before: Any, after: Any) -> None:
+        if isinstance(after, JobState):
+            key = (org, after.id)
+            if after.status == "pending":
+                self._pending[key] = after
+            else:
+                self._pending.pop(key, None)
+            if after.open_run is not None:
+                self._open[key] = after
+            else:
+                self._open.pop(key, None)
+            if isinstance(event, JobCompleted) and (name := cached_model(after.model)):
+                self.cached[event.worker_id].add(name)
+        elif isinstance(after, WorkerState):
+            self._workers[(org, after.id)] = after
+        self._wake.set()
+
+    def pending(self) -> list[JobState]:
+        return list(self._pending.values())
+
+    def idle_workers(self) -> list[WorkerState]:
+        busy = {(j.org, j.open_run.worker_id) for j in self._open.values() if j.open_run}
+        return [w for key, w in self._workers.items()
+                if w.status == "active" and key not in busy]
+
+    # -- the service -----------------------------------------------------------------
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+            await self._load_heartbeats()
+            sub = await self.nc.subscribe(self.subjects.all_heartbeats, cb=self._on_heartbeat)
+            try:
+                await tg.start(self.fold.run)
+                tg.start_soon(self._assign_forever)
+                tg.start_soon(self._check_forever)
+                log.info("scheduler.started", seq=self.fold.seq)
+                task_status.started()
+                await anyio.sleep_forever()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await sub.unsubscribe()
+
+    async def _load_heartbeats(self) -> None:
+        async def on_batch(batch: list[StoredMessage]) -> None:
+            for m in batch:
+                _, org, wid = m.subject.split(".", 2)
+                self.last_seen[(org, wid)] = datetime.fromtimestamp(m.ts_ns / 1e9, UTC)
+
+        await read_stream(self.nc, self.js, self.subjects.heartbeats_stream, on_batch)
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        _, org, wid = msg.subject.split(".", 2)
+        self.last_seen[(org, wid)] = datetime.now(UTC)
+
+    # -- assignment ------------------------------------------------------------------
+    async def _assign_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            await self.assign_pass()
+
+    def ordered(self, jobs: list[JobState]) -> list[JobState]:
+        """Priority order within an organization, round robin across organizations."""
+        by_org: dict[str, list[JobState]] = defaultdict(list)
+        for j in sorted(jobs, key=priority):
+            by_org[j.org].append(j)
+        queues = [by_org[o] for o in sorted(by_org)]
+        out: list[JobState] = []
+        while any(queues):
+            for q in queues:
+                if q:
+                    out.append(q.pop(0))
+        return out
+
+    async def assign_pass(self) -> int:
+        idle = self.idle_workers()
+        assigned = 0
+        for j in self.ordered(self.pending()):
+            if not idle:
+                break
+            w = pick_worker(j, idle, self.cached)
+            if w is None:
+                continue
+            if await self._assign(j, w):
+                idle.remove(w)
+                assigned += 1
+        return assigned
+
+    async def _assign(self, j: JobState, w: WorkerState) -> bool:
+        run_id = f"run-{secrets.token_hex(8)}"
+        subject = self.subjects.job(j.org, j.id)
+        try:
+            events = job.decide(j, AssignJob(worker_id=w.id, run_id=run_id),
+                                datetime.now(UTC), ME)
+            await self.log.append(subject, events,
+                                  expected_last_subject_seq=self.fold.last_subject_seq(subject))
+        except ConcurrencyConflict:
+            return False  # another scheduler, or a change we have not folded yet
+        assignment = Assignment(org=j.org, job_id=j.id, run_id=run_id, worker_id=w.id,
+                                script=j.script, docker_image=j.docker_image, model=j.model,
+                                params=j.params, timeout=j.timeout)
+        try:
+            await self.nc.publish(self.subjects.agent(j.org, w.id),
+                                  msgspec.json.encode(assignment))
+        except Exception as exc:  # the start deadline requeues what the agent never got
+            log.warning("scheduler.notify_failed", job=j.id, worker=w.id, error=str(exc))
+        log.info("scheduler.assigned", job=j.id, worker=w.id, run=run_id)
+        return True
+
+    # -- deadlines -------------------------------------------------------------------
+    async def _check_forever(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.scheduler_check_s)  # a period, not a wait
+            try:
+                await self.check_deadlines(datetime.now(UTC))
+            except OpenWeightsError as exc:
+                log.warning("scheduler.check_failed", error=str(exc))
+
+    async def check_deadlines(self, now: datetime) -> None:
+        s = self.settings
+        for w in list(self._workers.values()):
+            if w.status not in ("active", "starting"):
+                continue
+            limit = s.worker_lost_starting_s if w.status == "starting" else s.worker_lost_s
+            seen = self.last_seen.get((w.org, w.id), w.updated_at)
+            if now - max(seen, w.updated_at) > timedelta(seconds=limit):
+                await declare_lost(self.fold, self.log, w, list(self._open.values()), seen,
+                                   "no heartbeat", ME)
+        for j in [*self._pending.values(), *self._open.values()]:
+            run = j.open_run
+            if j.status in ("pending", "in_progress") and j.timeout and j.timeout <= now:
+                await self._job_decision(j, CancelJob(reason="timeout"))
+            elif run is not None and run.started_at is None and (
+                    now - run.created_at > timedelta(seconds=s.run_start_timeout_s)):
+                await self._job_decision(j, RequeueJob(
+                    run_id=run.id, worker_id=run.worker_id, run_status="failed",
+                    reason="the worker did not start the run in time"))
+
+    async def _job_decision(self, j: JobState, cmd: Any) -> None:
+        await decide_and_append(self.fold, self.log, j.org, "job", j.id, job.decide, cmd, ME)
