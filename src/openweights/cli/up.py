@@ -30,7 +30,7 @@ from openweights.stack import clear_stack, read_stack, write_stack
 
 log = structlog.get_logger("up")
 
-SERVICES = ("projector",)
+SERVICES = ("projector", "api", "scheduler", "provisioner")
 DATABASE = "openweights"
 
 

@@ -1,0 +1,1 @@
+"""The quickstart jobs; `ow demo` runs them (see README)."""
