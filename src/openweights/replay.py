@@ -9,11 +9,14 @@ it was then).
 from __future__ import annotations
 
 import gc
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import anyio
 import asyncpg
 import nats
 
@@ -24,7 +27,7 @@ from openweights.adapters.projected import CHECKPOINT
 from openweights.config import Settings
 from openweights.events import decode
 from openweights.projection.model import ReadModel
-from openweights.projection.rows import TABLES
+from openweights.projection.rows import TABLES, Row
 from openweights.subjects import Subjects
 
 Progress = Callable[[int, int], None]  # (last seq applied, target seq)
@@ -51,10 +54,19 @@ class Difference:
     row: str
 
 
+EventRowsSink = Callable[[list[Row]], None]
+EVENT_ROWS_CHUNK = 50_000
+
+
 async def fold_log(settings: Settings, *, to_seq: int | None = None,
                    as_of: datetime | None = None, progress: Progress | None = None,
+                   event_rows: EventRowsSink | None = None,
                    ) -> tuple[ReadModel, int, int, int]:
-    """Fold the log into a fresh :class:`ReadModel`: ``(model, last_seq, msgs, events)``."""
+    """Fold the log into a fresh :class:`ReadModel`: ``(model, last_seq, msgs, events)``.
+
+    With ``event_rows``, run-event rows (final as soon as folded) are handed over in
+    chunks while folding, so a writer can COPY them on the other core meanwhile.
+    """
     subjects = Subjects(settings.namespace)
     nc = await nats.connect(settings.nats_url)  # type: ignore[arg-type]
     model = ReadModel()
@@ -70,28 +82,41 @@ async def fold_log(settings: Settings, *, to_seq: int | None = None,
                 model.apply(m.seq, events)
                 counts[1] += len(events)
             counts[0] += len(batch)
+            if event_rows is not None and len(model.new_events) >= EVENT_ROWS_CHUNK:
+                event_rows(model.new_events)
+                model.new_events = []
             if progress is not None:
                 progress(batch[-1].seq, target)
 
         stop_ns = int(as_of.timestamp() * 1e9) if as_of is not None else None
-        # Folding keeps every state alive; the cyclic GC would rescan them all for nothing.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_paused():
             stats = await read_stream(nc, js, subjects.events_stream, on_batch,
                                       stop_seq=target, stop_time_ns=stop_ns)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
         return model, stats.last_seq, counts[0], counts[1]
     finally:
         await nc.close()
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Folding keeps every state alive; the cyclic GC would rescan them all for nothing."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 async def rebuild(settings: Settings, schema: str, *, to_seq: int | None = None,
                   as_of: datetime | None = None, progress: Progress | None = None,
                   ) -> ReplayResult:
-    """Replay into ``schema`` (dropped first if it exists) and digest its tables."""
+    """Replay into ``schema`` (dropped first if it exists) and digest its tables.
+
+    Rows are loaded before the secondary indexes exist (they are rebuilt after, the
+    same definitions), and run-event rows are COPYed while the log is still folding.
+    """
     assert settings.database_url is not None
     schema = check_schema_name(schema)
     started = time.perf_counter()
@@ -99,13 +124,31 @@ async def rebuild(settings: Settings, schema: str, *, to_seq: int | None = None,
     try:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await migrate(conn, schema)
-        model, last_seq, messages, events = await fold_log(
-            settings, to_seq=to_seq, as_of=as_of, progress=progress)
         await conn.execute(f'SET search_path TO "{schema}"')
-        async with conn.transaction():
-            await conn.execute("SET LOCAL synchronous_commit TO off")
-            await bulk_load(conn, model.all_rows())
-            await conn.execute(query("set_checkpoint"), CHECKPOINT, last_seq, datetime.now(UTC))
+        with gc_paused():
+            async with conn.transaction():
+                await conn.execute("SET LOCAL synchronous_commit TO off")
+                indexes = await conn.fetch(query("secondary_indexes"), schema)
+                for ix in indexes:
+                    await conn.execute(f'DROP INDEX "{schema}"."{ix["indexname"]}"')
+                send, receive = anyio.create_memory_object_stream[list[Row]](math.inf)
+
+                async def copy_event_rows() -> None:
+                    async for chunk in receive:
+                        await bulk_load(conn, {"events": chunk})
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(copy_event_rows)
+                    with send:
+                        model, last_seq, messages, events = await fold_log(
+                            settings, to_seq=to_seq, as_of=as_of, progress=progress,
+                            event_rows=send.send_nowait)
+                await bulk_load(conn, model.all_rows())
+                await conn.execute("SET LOCAL maintenance_work_mem TO '256MB'")
+                for ix in indexes:
+                    await conn.execute(ix["indexdef"])
+                await conn.execute(query("set_checkpoint"), CHECKPOINT, last_seq,
+                                   datetime.now(UTC))
         seconds = time.perf_counter() - started
         digests = await table_digests(conn, schema)
     finally:

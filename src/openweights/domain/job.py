@@ -161,6 +161,9 @@ def decide(state: JobState | None, cmd: JobCommand, now: datetime, by: Actor) ->
     match cmd:
         case AssignJob(worker_id=worker_id, run_id=run_id):
             _check(state, JobAssigned, name)
+            if state.run(run_id) is not None:
+                raise IllegalTransition("job", state.status, name,
+                                        f"run id {run_id!r} was already used")
             return [JobAssigned(**meta, job_id=state.id, worker_id=worker_id, run_id=run_id)]
         case StartRun(run_id=run_id, worker_id=worker_id):
             run = _fence(state, run_id, worker_id, name)

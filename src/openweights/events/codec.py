@@ -48,22 +48,25 @@ def decode(data: bytes) -> list[Event]:
 
 def decode_one(data: bytes | dict[str, Any]) -> Event:
     """Decode a single event (a golden fixture, or one element of a message)."""
-    if isinstance(data, dict):
-        raw = upcast(data, CURRENT_TAGS)
-        return msgspec.convert(raw, AnyEvent)  # type: ignore[no-any-return]
     try:
-        return _one_decoder.decode(data)  # type: ignore[no-any-return]
-    except msgspec.ValidationError:
-        return decode_one(msgspec.json.decode(data))
+        if isinstance(data, dict):
+            raw = upcast(data, CURRENT_TAGS)
+            return msgspec.convert(raw, AnyEvent)  # type: ignore[no-any-return]
+        try:
+            return _one_decoder.decode(data)  # type: ignore[no-any-return]
+        except msgspec.ValidationError:
+            return decode_one(msgspec.json.decode(data))
+    except UndecodableEvent:
+        raise
+    except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
+        raise UndecodableEvent(str(exc)) from exc
 
 
 def _decode_upcasting(data: bytes) -> list[Event]:
     try:
         raw = msgspec.json.decode(data)
-        if not isinstance(raw, list):
-            raise UndecodableEvent("a stored message must be a JSON array of events")
-        return [decode_one(item) for item in raw]
-    except (msgspec.ValidationError, ValueError) as exc:
-        if isinstance(exc, UndecodableEvent):
-            raise
+    except msgspec.DecodeError as exc:
         raise UndecodableEvent(str(exc)) from exc
+    if not isinstance(raw, list):
+        raise UndecodableEvent("a stored message must be a JSON array of events")
+    return [decode_one(item) for item in raw]
