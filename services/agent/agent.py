@@ -32,7 +32,14 @@ from openweights.events import (
     decode,
 )
 from openweights.sdk.client import AsyncOpenWeights
-from services.agent.gpu import ForeignGpuHolder, GpuReclaimError, HardwareInfo, reclaim_gpu
+from services.agent.gpu import (
+    ForeignGpuHolder,
+    GpuReclaimError,
+    HardwareInfo,
+    gpu_health_problems,
+    read_gpus,
+    reclaim_gpu,
+)
 from services.agent.process import build_job_env, collect_uploads, run_job_process
 
 log = structlog.get_logger("agent")
@@ -76,6 +83,9 @@ class Agent:
                 managed=self.managed, ttl_until=self.ttl_until)
             log.info("agent.registered", worker=self.worker_id, requeued=registered["requeued"],
                      hardware=self.hardware.hardware_type)
+            if self.real_gpus and (problems := gpu_health_problems(await read_gpus())):
+                log.error("agent.gpu_unhealthy", problems=problems)
+                self.stop(f"GPU health check failed: {'; '.join(problems)}")
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._heartbeat_forever)
                 tg.start_soon(self._watch_ttl)
@@ -183,13 +193,14 @@ class Agent:
                 raise OpenWeightsError(f"mount target {target!r} escapes the working directory")
             dest.parent.mkdir(parents=True, exist_ok=True)
             await self.ow.files._download_to(file_id, dest)
+        secrets = await self.call("agent.secrets")
         env = build_job_env(os.environ, run_id=a.run_id, n_gpus=self.hardware.gpu_count,
-                            secrets={})
+                            secrets=secrets)
         env.update(OPENWEIGHTS_JOB_ID=a.job_id, OW_WORKER_ID=self.worker_id)
         cancel, why = anyio.Event(), {"reason": "canceled"}
         deadline = {"at": a.timeout}
         nc = await self.t.connect()
-        log_subject = self.t.subjects.log(a.org, a.run_id)
+        log_subject = self.t.subjects.log(a.org, a.run_id, self.worker_id)
 
         async def on_job_event(msg: Msg) -> None:
             for event in decode(msg.data):

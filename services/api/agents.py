@@ -22,6 +22,7 @@ from openweights.domain.job import JobState
 from openweights.errors import Fenced, InvalidRequest, NotFound
 from openweights.events import Actor, Event, RunFileUploaded
 from openweights.subjects import check_token
+from services.api.auth import check_worker
 from services.api.service import ApiService, Context, Seq
 
 
@@ -33,6 +34,7 @@ def install(api: ApiService) -> None:
         return state  # type: ignore[no-any-return]
 
     async def _job_command(ctx: Context, req: protocol.AgentRun, cmd: Any) -> int:
+        check_worker(ctx.principal, req.worker_id)
         _job(ctx.org, req.job_id)
         by = Actor("agent", req.worker_id)
         _, seq, _ = await api.executor.execute(
@@ -43,6 +45,7 @@ def install(api: ApiService) -> None:
     @api.route("agent.register")
     async def register(ctx: Context, req: protocol.AgentRegister) -> Seq:
         check_token(req.worker_id, "worker id")
+        check_worker(ctx.principal, req.worker_id)
         by = Actor("agent", req.worker_id)
         cmd = RegisterWorker(worker_id=req.worker_id, org=ctx.org, docker_image=req.docker_image,
                              hardware_type=req.hardware_type, gpu_type=req.gpu_type,
@@ -101,6 +104,7 @@ def install(api: ApiService) -> None:
 
     @api.route("agent.run.uploaded")
     async def uploaded(ctx: Context, req: protocol.AgentUploaded) -> Seq:
+        check_worker(ctx.principal, req.worker_id)
         state = _job(ctx.org, req.job_id)
         run = state.run(req.run_id)
         if run is None or run.worker_id != req.worker_id:
@@ -122,6 +126,7 @@ def install(api: ApiService) -> None:
 
     async def _worker_command(ctx: Context, worker_id: str, cmd: Any,
                               request_id: str | None) -> Seq:
+        check_worker(ctx.principal, worker_id)
         if api.fold.get(ctx.org, "worker", check_token(worker_id, "worker id")) is None:
             raise NotFound(f"worker {worker_id!r} not found")
         by = Actor("agent", worker_id)

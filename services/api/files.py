@@ -141,9 +141,23 @@ def install(api: ApiService) -> None:
     async def get(ctx: Context, req: protocol.FileGet) -> dict[str, Any]:
         return views.file_from_state(_file(ctx, req.file_id))
 
+    def _worker_may_read(ctx: Context, file_id: str) -> None:
+        """A worker reads only the files of jobs it is running (their mounts, inputs)."""
+        from services.api.jobs import referenced_file_ids
+
+        if ctx.principal.role != "worker":
+            return
+        for j in api.fold.of_kind("job"):
+            run = j.open_run
+            if (j.org == ctx.org and run is not None and run.worker_id == ctx.principal.worker_id
+                    and file_id in referenced_file_ids(j.params)):
+                return
+        raise NotFound(f"file {file_id!r} not found")
+
     @api.route("files.read")
     async def read(ctx: Context, req: protocol.FileRead) -> Raw:
         state = _file(ctx, req.file_id)
+        _worker_may_read(ctx, req.file_id)
         path = cache / ctx.org / state.sha256
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)

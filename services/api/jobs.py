@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from openweights import ids
 from openweights.api import protocol
 from openweights.domain import job
-from openweights.domain.commands import CancelJob, RestartJob, SubmitJob
+from openweights.domain.commands import CancelJob, ExtendJobTimeout, RestartJob, SubmitJob
 from openweights.errors import InvalidRequest, NotFound
 from openweights.hardware import validate_allowed_hardware
 from openweights.subjects import check_token
 from services.api import views
 from services.api.service import ApiService, Context, Seq
 
+API_LEASE_S = 15 * 60
 JOB_TYPES = frozenset({"fine-tuning", "inference", "script", "api", "custom"})
 _JOB_STATUSES = frozenset({"pending", "in_progress", "completed", "failed", "canceled"})
 
@@ -52,13 +54,20 @@ def validate_submit(api: ApiService, org: str, req: protocol.JobSubmit) -> Submi
     # change in place on resubmission (script, image, hardware, VRAM) is left out.
     spec = {"type": req.type, "model": req.model, "params": req.params}
     job_id = ids.job_id(req.id_prefix, spec, org, req.job_id_suffix)
+    timeout = req.timeout
+    if req.type == "api" and timeout is None:
+        # An API deployment lives on a lease its client renews (jobs.lease).
+        timeout = datetime.now(UTC) + timedelta(seconds=API_LEASE_S)
     return SubmitJob(job_id=check_token(job_id, "job id"), org=org, type=req.type,
                      model=req.model, params=req.params, script=req.script,
                      docker_image=req.docker_image, requires_vram_gb=req.requires_vram_gb,
-                     allowed_hardware=hardware, timeout=req.timeout)
+                     allowed_hardware=hardware, timeout=timeout)
 
 
 async def _outputs(api: ApiService, org: str, job_id: str) -> dict[str, Any]:
+    # As of the job's last decision (a reset clears them, a completion ends them): the
+    # read models may not have caught up with it yet.
+    await api._wait_projected(api.fold.last_subject_seq(api.subjects.job(org, job_id)))
     row = await api.pool.fetchrow(_q("api_job"), org, job_id)
     return dict(row["outputs"]) if row is not None else {}
 
@@ -93,6 +102,14 @@ def install(api: ApiService) -> None:
     async def cancel(ctx: Context, req: protocol.JobRef) -> Seq:
         return await _change(ctx, req, CancelJob())
 
+    @api.route("jobs.lease")
+    async def lease(ctx: Context, req: protocol.JobLease) -> Seq:
+        if not 0 < req.seconds <= 24 * 3600:
+            raise InvalidRequest("a lease lasts between 0 and 86400 seconds")
+        until = datetime.now(UTC) + timedelta(seconds=req.seconds)
+        return await _change(ctx, protocol.JobRef(job_id=req.job_id, request_id=req.request_id),
+                             ExtendJobTimeout(timeout=until))
+
     @api.route("jobs.restart")
     async def restart(ctx: Context, req: protocol.JobRef) -> Seq:
         return await _change(ctx, req, RestartJob())
@@ -100,6 +117,10 @@ def install(api: ApiService) -> None:
     @api.route("jobs.get")
     async def get(ctx: Context, req: protocol.JobRef) -> dict[str, Any]:
         row = await api.pool.fetchrow(_q("api_job"), ctx.org, req.job_id)
+        if ctx.principal.role == "worker":
+            state = api.fold.get(ctx.org, "job", req.job_id)
+            if state is None or all(r.worker_id != ctx.principal.worker_id for r in state.runs):
+                row = None  # a worker sees only the jobs it was given
         if row is None:
             raise NotFound(f"job {req.job_id!r} not found")
         return views.job_from_row(row)

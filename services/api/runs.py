@@ -83,6 +83,8 @@ def install(api: ApiService) -> None:
         run = state.open_run
         if run is None or run.id != req.run_id:
             raise Fenced(f"run {req.run_id!r} has ended; its events are no longer accepted")
+        if ctx.principal.role == "worker" and run.worker_id != ctx.principal.worker_id:
+            raise NotFound(f"run {req.run_id!r} not found")
         if req.file is not None and api.fold.get(ctx.org, "file", req.file) is None:
             raise InvalidRequest(f"file {req.file!r} not found: upload it first")
         by = Actor("agent", run.worker_id)
@@ -104,7 +106,7 @@ def install(api: ApiService) -> None:
                     out.append({"seq": m.seq, "data": m.data.decode(errors="replace")})
 
         await read_stream(api.nc, api.js, api.subjects.logs_stream, on_batch,
-                          filter_subjects=[api.subjects.log(ctx.org, req.run_id)],
+                          filter_subjects=[api.subjects.log_filter(ctx.org, req.run_id)],
                           start_seq=req.after_seq + 1)
         return out
 

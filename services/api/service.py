@@ -31,6 +31,8 @@ from openweights.config import Settings
 from openweights.errors import InvalidRequest, OpenWeightsError, PayloadTooLarge, Unavailable
 from openweights.events import Actor
 from openweights.subjects import Subjects
+from services.api import auth
+from services.api.auth import Principal
 from services.api.commands import Executor
 
 log = structlog.get_logger("api")
@@ -39,11 +41,16 @@ Handler = Callable[["Context", Any], Awaitable[Any]]
 
 
 class Context(msgspec.Struct, frozen=True):
-    """Who asks: the organization (from the subject) and the acting party."""
+    """Who asks: the organization and principal (from the subject, bound by NATS
+    permissions to the connection's token), and the raw request."""
 
     org: str
-    actor: Actor
+    principal: Principal
     raw: Any = None  # the micro Request, for raw-payload endpoints
+
+    @property
+    def actor(self) -> Actor:
+        return self.principal.actor
 
 
 class ApiService:
@@ -58,6 +65,9 @@ class ApiService:
         # Upload chunks must reach the instance holding the upload's spool file.
         self.instance = secrets.token_hex(6)
         self.pool: asyncpg.Pool
+        self.whoami: Callable[[Any], Awaitable[None]]
+        # Disconnects a revoked token's live connections (set when the callout runs).
+        self.kick: Callable[[str], Awaitable[int]] = _no_kick
         self._tg: TaskGroup
 
     def route(self, endpoint: str) -> Callable[[Handler], Handler]:
@@ -67,13 +77,13 @@ class ApiService:
         return wrap
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        from services.api import agents, files, jobs, runs
+        from services.api import agents, files, jobs, runs, tenancy
 
         assert self.settings.database_url is not None
         self.pool = await create_pool(self.settings.database_url, min_size=2, max_size=8)
         self.files = await open_file_store(self.settings, self.js)
         try:
-            for module in (jobs, runs, files, agents):
+            for module in (jobs, runs, files, agents, tenancy):
                 module.install(self)
             await self.watcher.start(self.pool)
             async with anyio.create_task_group() as tg:
@@ -84,17 +94,20 @@ class ApiService:
                     description="openweights commands and queries"))
                 for endpoint in (*protocol.ENDPOINTS, protocol.UPLOAD_CHUNK):
                     pinned = endpoint in protocol.INSTANCE_ENDPOINTS
-                    subject = self.subjects.api("*", endpoint)
+                    subject = self.subjects.api("*", "*", endpoint)
                     await service.add_endpoint(EndpointConfig(
                         name=endpoint.replace(".", "-"), handler=self._dispatcher(endpoint),
                         subject=f"{subject}.{self.instance}" if pinned else subject,
                         queue_group=f"api-{self.instance}" if pinned else "api"))
+                whoami = await self.nc.subscribe(self.subjects.whoami("*"), queue="api",
+                                                 cb=self.whoami)
                 log.info("api.started", seq=self.fold.seq, endpoints=len(self.handlers))
                 task_status.started()
                 try:
                     await anyio.sleep_forever()
                 finally:
                     with anyio.CancelScope(shield=True):
+                        await whoami.unsubscribe()
                         await service.stop()
         finally:
             with anyio.CancelScope(shield=True):
@@ -108,9 +121,13 @@ class ApiService:
         return dispatch
 
     async def _handle(self, endpoint: str, req: Request) -> None:
+        seen = 0  # the log position this reply reflects
         try:
-            org = req.subject.split(".")[1]
-            ctx = Context(org=org, actor=Actor("client", ""), raw=req)
+            _, org, principal_id = req.subject.split(".", 3)[:3]
+            principal = auth.resolve(self.settings.auth, org, principal_id,
+                                     self.fold.get(org, "token", principal_id))
+            auth.check_endpoint(principal, endpoint)
+            ctx = Context(org=org, principal=principal, raw=req)
             if endpoint == protocol.UPLOAD_CHUNK:
                 body: Any = req.data
             else:
@@ -123,15 +140,15 @@ class ApiService:
                     raise InvalidRequest(f"protocol version {body.v} is not supported "
                                          f"(this service speaks {protocol.PROTOCOL_VERSION})")
                 if body.min_seq:
-                    await self._wait_projected(body.min_seq)
+                    seen = await self._wait_projected(body.min_seq)
             result = await self.handlers[endpoint](ctx, body)
-            seq = 0
+            seq = seen
             if isinstance(result, Seq):
                 result, seq = result.value, result.seq
             if isinstance(result, Raw):
-                await req.respond(result.data, headers=result.headers)
+                await _respond(req, result.data, result.headers)
                 return
-            await req.respond(protocol.encoder.encode(protocol.Reply(ok=result, seq=seq)))
+            await _respond(req, protocol.encoder.encode(protocol.Reply(ok=result, seq=seq)))
         except OpenWeightsError as exc:
             await self._error(req, exc.code, exc.message)
         except Exception as exc:  # a bug must not kill the service; the caller learns of it
@@ -140,13 +157,18 @@ class ApiService:
 
     async def _error(self, req: Request, code: str, message: str) -> None:
         body = protocol.Reply(error=protocol.ErrorBody(code=code, message=message))
-        await req.respond(protocol.encoder.encode(body))
+        await _respond(req, protocol.encoder.encode(body))
 
-    async def _wait_projected(self, seq: int) -> None:
+    async def _wait_projected(self, seq: int) -> int:
+        """Wait until the read models include ``seq`` (negative: the log's last position
+        now, which every message stored before this request precedes); return it."""
         with anyio.move_on_after(self.settings.request_timeout_s / 2) as scope:
+            if seq < 0:
+                seq = await self.log.last_seq()
             await self.watcher.wait_projected(seq)
         if scope.cancelled_caught:
             raise Unavailable(f"read models are behind log position {seq}; retry shortly")
+        return seq
 
 
 class Seq(msgspec.Struct):
@@ -159,6 +181,19 @@ class Seq(msgspec.Struct):
 class Raw(msgspec.Struct):
     data: bytes
     headers: dict[str, str] | None = None
+
+
+async def _respond(req: Request, data: bytes, headers: dict[str, str] | None = None) -> None:
+    try:
+        await req.respond(data, headers=headers)
+    except ValueError:
+        # A publish without a reply subject: nobody to answer. Raising here would end
+        # the service's task group, so one stray message would stop the api.
+        log.warning("api.no_reply_subject", subject=req.subject)
+
+
+async def _no_kick(token_id: str) -> int:
+    return 0
 
 
 def _decode(endpoint: str, data: bytes) -> protocol.Request:

@@ -19,21 +19,26 @@ from anyio.abc import TaskStatus
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from openweights import tokens
 from openweights.adapters.nats.eventlog import EventLog
 from openweights.adapters.nats.fold import LiveFold
 from openweights.config import Settings
-from openweights.domain import worker
+from openweights.domain import token, worker
 from openweights.domain.commands import (
+    CreateToken,
     RecordMachineFailed,
     RecordMachineStarted,
     RequestShutdown,
     RequestWorker,
+    RevokeToken,
     TerminateWorker,
 )
 from openweights.domain.job import JobState
 from openweights.domain.matching import matches
 from openweights.domain.worker import WorkerState
+from openweights.errors import OpenWeightsError
 from openweights.events import Actor, Event
+from openweights.secretbox import SecretBox
 from openweights.subjects import Subjects
 from services.lifecycle import decide_and_append, declare_lost
 from services.provisioner.port import MachineBackend, MachineSpec, MachineStartFailed
@@ -51,6 +56,7 @@ class Provisioner:
         self.log = EventLog(nc, js, self.subjects)
         self.last_active: dict[tuple[str, str], datetime] = {}  # worker -> last run change
         self.fold.listeners.append(self._on_event)
+        self.box = SecretBox(settings.secret_key)
         self._wake = anyio.Event()
 
     def _on_event(self, seq: int, org: str, event: Event, before: Any, after: Any) -> None:
@@ -75,8 +81,28 @@ class Provisioner:
                 await self.backend.close()
 
     def max_workers(self, org: str) -> int:
-        # The org's MAX_WORKERS secret overrides this once secrets are readable here.
+        """The org's MAX_WORKERS secret, else the operator's default (8)."""
+        state = self.fold.get(org, "secret", "MAX_WORKERS")
+        if state is not None and state.status == "set":
+            try:
+                return max(0, int(self.box.decrypt(state.ciphertext)))
+            except (OpenWeightsError, ValueError) as exc:
+                log.warning("provisioner.bad_max_workers", org=org, error=str(exc))
         return self.settings.max_workers
+
+    async def _worker_credentials(self, org: str, worker_id: str) -> dict[str, str]:
+        """A token that can act only for this worker (auth on), for the machine's env."""
+        if not self.settings.auth:
+            return {}
+        plain = tokens.new_token()
+        cmd = CreateToken(org=org, token_id=tokens.token_id(plain), name=f"worker {worker_id}",
+                          role="worker", token_hash=tokens.token_hash(plain),
+                          token_prefix=tokens.token_prefix(plain), worker_id=worker_id)
+        seq = await decide_and_append(self.fold, self.log, org, "token", cmd.token_id,
+                                      token.decide, cmd, ME)
+        if seq:
+            await self.fold.wait_seq(seq)
+        return {"OPENWEIGHTS_API_KEY": plain}
 
     async def reconcile(self, now: datetime) -> None:
         workers: dict[str, list[WorkerState]] = defaultdict(list)
@@ -120,6 +146,10 @@ class Provisioner:
     async def _terminate(self, w: WorkerState, reason: str) -> None:
         await decide_and_append(self.fold, self.log, w.org, "worker", w.id, worker.decide,
                                 TerminateWorker(reason=reason), ME)
+        for t in self.fold.of_kind("token"):  # its credentials die with the machine
+            if t.org == w.org and t.worker_id == w.id and t.status == "active":
+                await decide_and_append(self.fold, self.log, t.org, "token", t.id, token.decide,
+                                        RevokeToken(), ME)
 
     async def _scale_down(self, ws: list[WorkerState], busy: set[tuple[str, str]],
                           now: datetime) -> None:
@@ -182,7 +212,8 @@ class Provisioner:
         await self.fold.wait_seq(seq)
         try:
             machine_id = await self.backend.start(MachineSpec(
-                worker_id=worker_id, org=org, hardware=options[0], docker_image=image))
+                worker_id=worker_id, org=org, hardware=options[0], docker_image=image,
+                env=await self._worker_credentials(org, worker_id)))
         except MachineStartFailed as exc:
             await self._record(org, worker_id, RecordMachineFailed(error=str(exc)))
             return False

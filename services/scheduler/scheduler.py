@@ -145,11 +145,16 @@ class Scheduler:
     async def _assign(self, j: JobState, w: WorkerState) -> bool:
         run_id = f"run-{secrets.token_hex(8)}"
         subject = self.subjects.job(j.org, j.id)
+        # Decide on the state the fold holds now, with the sequence it holds it at: ``j``
+        # comes from the pass's snapshot, and the fold may have moved on (say, to another
+        # scheduler's assignment) while earlier assignments of this pass were awaited.
+        j, expected = self.fold.get(j.org, "job", j.id), self.fold.last_subject_seq(subject)
+        if j is None or j.status != "pending":
+            return False
         try:
             events = job.decide(j, AssignJob(worker_id=w.id, run_id=run_id),
                                 datetime.now(UTC), ME)
-            await self.log.append(subject, events,
-                                  expected_last_subject_seq=self.fold.last_subject_seq(subject))
+            await self.log.append(subject, events, expected_last_subject_seq=expected)
         except ConcurrencyConflict:
             return False  # another scheduler, or a change we have not folded yet
         assignment = Assignment(org=j.org, job_id=j.id, run_id=run_id, worker_id=w.id,

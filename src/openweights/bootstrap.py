@@ -18,7 +18,7 @@ from openweights.domain import org
 from openweights.domain.commands import CreateOrganization
 from openweights.errors import ConcurrencyConflict, StackUnavailable
 from openweights.events import Actor
-from openweights.subjects import Subjects
+from openweights.subjects import Subjects, check_token
 
 
 async def ensure_database(server_url: str, dbname: str) -> None:
@@ -65,3 +65,29 @@ async def ensure_organization(log: EventLog, subjects: Subjects, org_id: str, na
     except ConcurrencyConflict:
         return False
     return True
+
+
+async def create_organization(settings: Settings, org_id: str, name: str,
+                              token_name: str = "first admin token") -> dict[str, str]:
+    """An organization (if new) and a fresh admin token for it; the token is returned
+    in plain text this once. Runs with service credentials (operators only)."""
+    from openweights import tokens
+    from openweights.domain import token
+    from openweights.domain.commands import CreateToken
+
+    subjects = Subjects(settings.namespace)
+    check_token(org_id, "organization id")
+    nc = await nats.connect(settings.nats_url, allow_reconnect=False, connect_timeout=5)
+    try:
+        log = EventLog(nc, nc.jetstream(), subjects)
+        await ensure_organization(log, subjects, org_id, name)
+        plain = tokens.new_token()
+        cmd = CreateToken(org=org_id, token_id=tokens.token_id(plain), name=token_name,
+                          role="admin", token_hash=tokens.token_hash(plain),
+                          token_prefix=tokens.token_prefix(plain))
+        events = token.decide(None, cmd, datetime.now(UTC), Actor("operator", "ow org create"))
+        await log.append(subjects.aggregate(org_id, "token", cmd.token_id), events,
+                         expected_last_subject_seq=0)
+        return {"org": org_id, "token": plain, "token_id": cmd.token_id}
+    finally:
+        await nc.close()

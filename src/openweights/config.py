@@ -32,8 +32,14 @@ class Settings(BaseSettings):
     stream_storage: str = "file"
     # Retention of high-volume side streams (seconds; 0 = forever).
     log_max_age_s: int = 30 * 24 * 3600
-    # Organization used while tokens do not say otherwise (see the tenancy issue).
+    # Organization of clients without a token (stacks without auth) and of `ow up`'s
+    # local admin token.
     default_org: str = "default"
+    # Auth callout on: the api trusts the principal in a request's subject (NATS
+    # permissions bind it to the connection's token) and refuses unknown principals.
+    auth: bool = False
+    # Fernet key for organization secrets (`ow up` keeps one under OW_HOME).
+    secret_key: str | None = None
     # Where file bytes live: the NATS object store (nothing more to run) or S3-compatible.
     file_store: str = "nats"
     s3_bucket: str | None = None

@@ -6,10 +6,13 @@
   one wildcard (``<ns>live.<org>.*.<job_id>``) still follows a job and all its runs.
 - ``<ns>live.<org>.<kind>.<id>``: the same messages republished by JetStream with
   their stream sequence in headers: what clients subscribe to for live data.
-- ``<ns>log.<org>.<run_id>``: a job's output lines (stream ``<NS>_LOGS``, aged out).
+- ``<ns>log.<org>.<worker_id>.<run_id>``: a job's output lines (stream ``<NS>_LOGS``,
+  aged out), published by the agent: a worker's credentials allow only its own.
 - ``<ns>hb.<org>.<worker_id>``: heartbeats (stream ``<NS>_HEARTBEATS``, last one kept).
-- ``<ns>api.<org>.<endpoint>``: requests to the api service.
-- ``<ns>agent.<org>.<worker_id>``: assignments and cancel requests to one agent.
+- ``<ns>api.<org>.<principal>.<endpoint>``: requests to the api service. The principal
+  (a token id) is part of the subject so NATS permissions make it unforgeable.
+- ``<ns>whoami.<principal>``: which organization and role a token has.
+- ``<ns>agent.<org>.<worker_id>``: assignments to one agent.
 """
 
 from __future__ import annotations
@@ -86,12 +89,20 @@ class Subjects:
     def live(self, org: str, kind: str = "*", agg_id: str = "*") -> str:
         return f"{self.live_prefix}.{org}.{kind}.{agg_id}"
 
-    def log(self, org: str, run_id: str) -> str:
-        return f"{self.ns}log.{check_token(org, 'organization')}.{check_token(run_id)}"
+    def log(self, org: str, run_id: str, worker_id: str) -> str:
+        return (f"{self.ns}log.{check_token(org, 'organization')}."
+                f"{check_token(worker_id, 'worker id')}.{check_token(run_id)}")
+
+    def log_filter(self, org: str, run_id: str) -> str:
+        """Every stored line of one run, whichever worker wrote it."""
+        return f"{self.ns}log.{check_token(org, 'organization')}.*.{check_token(run_id)}"
+
+    def live_log(self, org: str, run_id: str) -> str:
+        return f"{self.ns}livelog.{org}.*.{run_id}"
 
     @property
     def all_logs(self) -> str:
-        return f"{self.ns}log.*.*"
+        return f"{self.ns}log.*.*.*"
 
     def heartbeat(self, org: str, worker_id: str) -> str:
         return f"{self.ns}hb.{org}.{worker_id}"
@@ -100,12 +111,11 @@ class Subjects:
     def all_heartbeats(self) -> str:
         return f"{self.ns}hb.*.*"
 
-    def api(self, org: str, endpoint: str) -> str:
-        return f"{self.ns}api.{org}.{endpoint}"
+    def api(self, org: str, principal: str, endpoint: str) -> str:
+        return f"{self.ns}api.{org}.{principal}.{endpoint}"
 
-    @property
-    def api_wildcard(self) -> str:
-        return f"{self.ns}api.*.*"
+    def whoami(self, principal: str) -> str:
+        return f"{self.ns}whoami.{principal}"
 
     def agent(self, org: str, worker_id: str) -> str:
         return f"{self.ns}agent.{org}.{worker_id}"

@@ -22,7 +22,8 @@ class Request(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     v: int = PROTOCOL_VERSION
     # Idempotency key of this call; a retry of the same call reuses it.
     request_id: str | None = None
-    # Queries wait until the read models include this log position (read-your-writes).
+    # Queries wait until the read models include this log position (read-your-writes);
+    # -1: every message stored before the request (a live view that just subscribed).
     min_seq: int = 0
 
 
@@ -83,6 +84,13 @@ class JobRef(Request, kw_only=True):
 class JobList(Request, kw_only=True):
     limit: int = 10
     status: str | None = None
+
+
+class JobLease(Request, kw_only=True):
+    """Keep a job (an API deployment) alive: its timeout moves to now + ``seconds``."""
+
+    job_id: str
+    seconds: float = 900.0
 
 
 class JobFind(Request, kw_only=True):
@@ -196,6 +204,37 @@ class Assignment(msgspec.Struct, kw_only=True):
     timeout: datetime | None = None
 
 
+# -- tenancy ----------------------------------------------------------------------------
+class TokenCreateReq(Request, kw_only=True):
+    name: str
+    role: Literal["admin", "user"] = "user"
+    expires_in_s: int | None = None
+
+
+class TokenListReq(Request, kw_only=True):
+    pass
+
+
+class TokenRevokeReq(Request, kw_only=True):
+    token_id: str
+
+
+class SecretSetReq(Request, kw_only=True):
+    values: dict[str, str]
+
+
+class SecretNamesReq(Request, kw_only=True):
+    pass
+
+
+class SecretRemoveReq(Request, kw_only=True):
+    name: str
+
+
+class AgentSecrets(Request, kw_only=True):
+    worker_id: str
+
+
 ENDPOINTS: dict[str, type[Request]] = {
     "files.upload.begin": UploadBegin,
     "files.upload.end": UploadEnd,
@@ -208,6 +247,7 @@ ENDPOINTS: dict[str, type[Request]] = {
     "jobs.find": JobFind,
     "jobs.cancel": JobRef,
     "jobs.restart": JobRef,
+    "jobs.lease": JobLease,
     "runs.list": RunList,
     "runs.get": RunRef,
     "events.list": EventList,
@@ -222,6 +262,14 @@ ENDPOINTS: dict[str, type[Request]] = {
     "agent.run.uploaded": AgentUploaded,
     "agent.stopped": AgentStopped,
     "agent.ttl": AgentTTL,
+    "agent.secrets": AgentSecrets,
+    "tokens.create": TokenCreateReq,
+    "tokens.list": TokenListReq,
+    "tokens.revoke": TokenRevokeReq,
+    "secrets.set": SecretSetReq,
+    "secrets.list": SecretNamesReq,
+    "secrets.show": SecretNamesReq,
+    "secrets.remove": SecretRemoveReq,
 }
 # Raw-payload endpoint (bytes body, metadata in headers): files.upload.chunk
 UPLOAD_CHUNK = "files.upload.chunk"

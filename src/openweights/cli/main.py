@@ -34,10 +34,10 @@ def friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except StackUnavailable as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
+            err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
             raise typer.Exit(2) from None
         except OpenWeightsError as exc:
-            err_console.print(f"[red]error:[/red] {exc} ({exc.hint})")
+            err_console.print(f"[red]error:[/red] {exc} ({exc.hint})", soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
@@ -55,10 +55,13 @@ def up() -> None:
 
 
 def _register() -> None:
-    from openweights.cli import audit, replay
+    from openweights.cli import audit, demo, jobs, replay, tenancy
 
+    demo.register(app)
     replay.register(app)
     audit.register(app)
+    jobs.register(app)
+    tenancy.register(app)
 
 
 _register()
@@ -66,3 +69,7 @@ _register()
 
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@ that already run a loop.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 import weakref
 from collections.abc import Coroutine
@@ -23,14 +24,19 @@ T = TypeVar("T")
 class _LoopThread:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self.stopped = False
         self.thread = threading.Thread(target=self.loop.run_forever, name="openweights-loop",
                                        daemon=True)
         self.thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self.stopped:  # a stopped loop would never run it: fail instead of hanging
+            coro.close()
+            raise RuntimeError("this OpenWeights client is closed")
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def stop(self) -> None:
+        self.stopped = True
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
@@ -42,7 +48,7 @@ class _Client:
 
     def __init__(self, api_key: str | None = None, nats_url: str | None = None, *,
                  settings: Settings | None = None, retry_for_s: float = 60.0) -> None:
-        from openweights.sdk.resources import Events, Files, JobsResource, Runs
+        from openweights.sdk.resources import Events, Files, JobsResource, Runs, Secrets, Tokens
 
         base = settings or Settings()
         if nats_url is not None:
@@ -55,6 +61,8 @@ class _Client:
         self.jobs = JobsResource(self)
         self.runs = Runs(self)
         self.events = Events(self)
+        self.tokens = Tokens(self)
+        self.secrets = Secrets(self)
         self._run: Any = None
         for name, cls in self._REGISTERED.items():
             setattr(self, name, cls(self))
@@ -84,7 +92,7 @@ class AsyncOpenWeights(_Client):
 
     async def close(self) -> None:
         if self._run is not None:
-            await self._run._flush()
+            await self._run._finish()
         await self.transport.close()
 
     async def __aenter__(self) -> AsyncOpenWeights:
@@ -105,8 +113,11 @@ class OpenWeights(_Client):
         return self._loop.run(coro)
 
     def close(self) -> None:
+        if self._loop.stopped:
+            return
         if self._run is not None:
-            self.call(self._run._flush())
+            atexit.unregister(self._run._at_exit)  # nothing left to run it after close
+            self.call(self._run._finish())
         self.call(self.transport.close())
         self._loop.stop()
 

@@ -33,6 +33,7 @@ class CurrentRun:
         self._script = self.id is None
         self._buffer: list[dict[str, Any]] = []
         self._flusher_running = False
+        self._ended = False
         self._lock = anyio.Lock()
         if not client.is_async:
             atexit.register(self._at_exit)
@@ -90,12 +91,29 @@ class CurrentRun:
         """Upload a file and record it as an event ``{"path", "file"}`` of this run."""
         return self._c.call(self._upload(path, purpose))
 
+    async def _finish(self) -> None:
+        """Send what is buffered and end the script run this client started (once)."""
+        await self._flush()
+        if self._script and self.id is not None and not self._ended:
+            self._ended = True
+            await self._c.transport.call("run.script.end", run_id=self.id, status="completed")
+
+    def extend_ttl(self, hours: float) -> Any:
+        """Keep this job's machine alive ``hours`` from now (default TTL: 24 h)."""
+        from datetime import UTC, datetime, timedelta
+
+        worker_id = os.environ.get("OW_WORKER_ID")
+        if not worker_id:
+            from openweights.errors import InvalidRequest
+
+            raise InvalidRequest("extend_ttl works only inside a job run by an agent")
+        until = datetime.now(UTC) + timedelta(hours=hours)
+        return self._c.call(self._c.transport.call("agent.ttl", worker_id=worker_id,
+                                                   ttl_until=until))
+
     def _at_exit(self) -> None:
         try:
-            self._c.call(self._flush())
-            if self._script and self.id is not None:
-                self._c.call(self._c.transport.call("run.script.end", run_id=self.id,
-                                                    status="completed"))
+            self._c.call(self._finish())
         except Exception as exc:  # the interpreter is exiting; say so, don't raise
             print(f"openweights: could not finish run {self.id}: {exc}", file=sys.stderr)
 

@@ -7,6 +7,7 @@ directory; they are uploaded (purpose ``custom_job_file``) and downloaded by the
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -58,6 +59,13 @@ class Jobs:
         allowed_hardware = params.pop("allowed_hardware", None)
         docker_image = params.pop("docker_image", None) or self.base_image
         requires_vram_gb = params.pop("requires_vram_gb", self.requires_vram_gb)
+        # A suffix the model does not declare is an option of create(), not a param.
+        suffix = None if "job_id_suffix" in self.params.model_fields else params.pop(
+            "job_id_suffix", None)
+        if unknown := _dropped_keys(self.params, params):
+            raise InvalidRequest(f"unknown params for {type(self).__name__}: "
+                                 f"{', '.join(unknown)} (it takes "
+                                 f"{', '.join(self.params.model_fields)})")
         try:
             validated = self.params(**params)
         except ValidationError as exc:
@@ -69,7 +77,7 @@ class Jobs:
             params={"validated_params": dumped, "mounted_files": mounted},
             script=self.get_entrypoint(validated), docker_image=docker_image,
             requires_vram_gb=requires_vram_gb, allowed_hardware=allowed_hardware,
-            job_id_suffix=dumped.get("job_id_suffix"))
+            job_id_suffix=dumped.get("job_id_suffix", suffix))
 
     def create(self, **params: Any) -> Any:
         """Submit the job (the same params again return the same job, which runs once).
@@ -77,6 +85,24 @@ class Jobs:
         Raises ``InvalidRequest`` for params the model rejects, unknown hardware or
         missing mount sources."""
         return self._c.call(self._create(params))
+
+
+def _dropped_keys(model: type[BaseModel], given: dict[str, Any]) -> list[str]:
+    """Keys pydantic would silently ignore (its default for extra keys): a typo in a
+    param name must not submit a job with the default value instead."""
+    accepted = _accepted_keys(model)
+    return [] if accepted is None else sorted(set(given) - accepted)
+
+
+@functools.cache
+def _accepted_keys(model: type[BaseModel]) -> frozenset[str] | None:
+    """Names and aliases ``model`` takes; None when it keeps or refuses extras itself."""
+    if model.model_config.get("extra") in ("allow", "forbid"):
+        return None
+    known: set[str] = set()
+    for name, f in model.model_fields.items():
+        known |= {name, *(a for a in (f.alias, f.validation_alias) if isinstance(a, str))}
+    return frozenset(known)
 
 
 def register(name: str) -> Any:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import msgspec
 from nats.aio.msg import Msg
 
 from openweights.events import (
@@ -45,11 +46,19 @@ async def _subscribe(client: _Client, job_id: str) -> tuple[Any, Any, Any]:
     return sub, send, receive
 
 
+async def _retrieve_now(client: _Client, job_id: str) -> Job:
+    """The job as of every message stored before this call (``min_seq=-1``): a change
+    stored before the subscription but not yet projected would otherwise be missed by
+    both the read and the subscription. The reply advances ``seen_seq`` accordingly."""
+    return client.jobs._job(await client.transport.call("jobs.get", job_id=job_id,
+                                                        min_seq=-1))
+
+
 async def wait_job(client: _Client, job_id: str, limit_s: float | None) -> Job:
     sub, send, receive = await _subscribe(client, job_id)
     try:
         with anyio.fail_after(limit_s):
-            job: Job = await client.jobs._retrieve(job_id)
+            job: Job = await _retrieve_now(client, job_id)
             while not job.terminal:
                 msg = await receive.receive()
                 if msg.subject.split(".")[2] == "job":
@@ -67,7 +76,8 @@ async def wait_job(client: _Client, job_id: str, limit_s: float | None) -> Job:
 def _event_dict(seq: int, idx: int, e: RunEventLogged | RunFileUploaded) -> dict[str, Any]:
     data = e.data if isinstance(e, RunEventLogged) else {"path": e.path, "file": e.file}
     return {"id": f"{seq}.{idx}", "seq": seq, "job_id": e.job_id, "run_id": e.run_id,
-            "data": data, "file": e.file, "created_at": e.at}
+            # the same shape as the history's events (an ISO 8601 string), not a datetime
+            "data": data, "file": e.file, "created_at": msgspec.to_builtins(e.at)}
 
 
 async def follow_job_events(client: _Client, job_id: str,
@@ -76,7 +86,7 @@ async def follow_job_events(client: _Client, job_id: str,
     sub, send, receive = await _subscribe(client, job_id)
     last = after_seq
     try:
-        job = await client.jobs._retrieve(job_id)
+        job = await _retrieve_now(client, job_id)  # and so the history below is complete
         for event in await client.events._list(job_id=job_id, after_seq=after_seq):
             last = event["seq"]
             yield event

@@ -116,9 +116,13 @@ class Files(_Resource):
         """Stream the file into ``path`` (never whole in memory). Raises ``NotFound``."""
         return self._c.call(self._download_to(file_id, path))
 
-    def validate(self, file: IO[bytes], purpose: str) -> bool:
+    async def _validate(self, file: IO[bytes], purpose: str) -> bool:
+        chunks = iter(lambda: file.read(1 << 20), b"")
+        return await anyio.to_thread.run_sync(is_valid_dataset, chunks, purpose)
+
+    def validate(self, file: IO[bytes], purpose: str) -> Any:
         """Whether ``file`` is a valid dataset for ``purpose`` (checked locally)."""
-        return is_valid_dataset(iter(lambda: file.read(1 << 20), b""), purpose)
+        return self._c.call(self._validate(file, purpose))
 
 
 class JobsResource(_Resource):
@@ -164,6 +168,10 @@ class JobsResource(_Resource):
     def restart(self, job_id: str) -> Any:
         """Run an ended job again (back to pending, outputs cleared)."""
         return self._c.call(self._restart(job_id))
+
+    def renew_lease(self, job_id: str, seconds: float = 900.0) -> Any:
+        """Keep a job alive for ``seconds`` more (API deployments end when not renewed)."""
+        return self._c.call(self._t.call("jobs.lease", job_id=job_id, seconds=seconds))
 
     def wait(self, job_id: str, timeout: float | None = None) -> Any:
         """Block until the job ends (event-driven). Raises ``TimeoutError``."""
@@ -242,3 +250,37 @@ async def _quietly(awaitable: Any) -> None:
         await awaitable
     except Exception:  # best effort cleanup of an upload that failed anyway
         return
+
+
+class Tokens(_Resource):
+    """API tokens of your organization (admin tokens only)."""
+
+    def create(self, name: str, role: str = "user", expires_in_s: int | None = None) -> Any:
+        """A new token; its plain text (``token``) is returned this once only."""
+        return self._c.call(self._t.call("tokens.create", name=name, role=role,
+                                         expires_in_s=expires_in_s))
+
+    def list(self) -> Any:
+        return self._c.call(self._t.call("tokens.list", read=True))
+
+    def revoke(self, token_id: str) -> Any:
+        """Revoke and disconnect every live connection made with it. Raises ``NotFound``."""
+        return self._c.call(self._t.call("tokens.revoke", token_id=token_id))
+
+
+class Secrets(_Resource):
+    """Organization secrets (HF_TOKEN, MAX_WORKERS, ...), encrypted at rest."""
+
+    def set(self, **values: str) -> Any:
+        return self._c.call(self._t.call("secrets.set", values=values))
+
+    def list(self) -> Any:
+        """Names only."""
+        return self._c.call(self._t.call("secrets.list"))
+
+    def show(self) -> Any:
+        """Names and values (admin tokens only)."""
+        return self._c.call(self._t.call("secrets.show"))
+
+    def remove(self, name: str) -> Any:
+        return self._c.call(self._t.call("secrets.remove", name=name))

@@ -22,9 +22,17 @@ from nats.aio.client import Client
 
 from openweights.api import protocol
 from openweights.config import Settings
-from openweights.errors import OpenWeightsError, StackUnavailable, Unavailable, from_wire
+from openweights.errors import (
+    AuthenticationError,
+    OpenWeightsError,
+    StackUnavailable,
+    Unavailable,
+    from_wire,
+)
 from openweights.stack import resolve
 from openweights.subjects import Subjects
+from openweights.tokens import check as check_token_format
+from openweights.tokens import token_id
 
 _TRANSIENT = (nats.errors.NoRespondersError, nats.errors.TimeoutError,
               nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError)
@@ -37,24 +45,75 @@ class Transport:
         self.api_key = api_key
         self.subjects = Subjects(settings.namespace)
         self.org = settings.default_org
+        # The principal in request subjects: the token's id, or "anon" on a stack
+        # without auth. With a token, the org comes from the service (`whoami`).
+        self.principal = token_id(api_key) if api_key else "anon"
+        self.role = "admin" if api_key is None else "unknown"
+        self.worker_id: str | None = None
         self.retry_for_s = retry_for_s
         self.seen_seq = 0  # the newest log position this client caused: read-your-writes
         self.nc: Client | None = None
+        self.auth_refused = False  # the server refused our token (revoked while connected)
 
     async def connect(self) -> Client:
         if self.nc is not None and not self.nc.is_closed:
             return self.nc
         settings = resolve(self.settings)
-        try:
-            self.nc = await nats.connect(
-                settings.nats_url, name=f"ow-sdk-{socket.gethostname()}-{os.getpid()}",
-                max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5,
-                allow_reconnect=True, token=self.api_key)
-        except Exception as exc:  # nats-py raises unrelated types for "cannot connect"
-            raise StackUnavailable(
-                f"cannot reach openweights at {settings.nats_url} ({exc}); is `ow up` running?"
-            ) from exc
+        if self.api_key is not None:
+            check_token_format(self.api_key)
+        self.nc = await self._first_connect(str(settings.nats_url))
+        if self.api_key is not None:
+            await self._whoami()
         return self.nc
+
+    async def _first_connect(self, url: str) -> Client:
+        """Connect, failing fast: nats-py retries a first connect as often as later
+        reconnects (forever here), so a refused token or an absent server would hang."""
+        refused = anyio.Event()
+        last: list[Exception] = []
+
+        async def on_error(exc: Exception) -> None:
+            last.append(exc)
+            if "authorization" in str(exc).lower():
+                self.auth_refused = True
+                refused.set()
+
+        connected: list[Client] = []
+        async with anyio.create_task_group() as tg:
+            async def connect() -> None:
+                connected.append(await nats.connect(
+                    url, name=f"ow-sdk-{socket.gethostname()}-{os.getpid()}",
+                    max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5,
+                    allow_reconnect=True, token=self.api_key,
+                    inbox_prefix=f"_INBOX.{self.principal}".encode(), error_cb=on_error))
+                tg.cancel_scope.cancel()
+
+            async def give_up() -> None:
+                with anyio.move_on_after(self.settings.request_timeout_s):
+                    await refused.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(connect)
+            tg.start_soon(give_up)
+        if connected:
+            self.auth_refused = False
+            return connected[0]
+        if refused.is_set():
+            raise AuthenticationError(
+                "OPENWEIGHTS_API_KEY was refused: it is unknown, revoked or expired; create "
+                "a new one with `ow token create`")
+        cause = f" ({type(last[-1]).__name__}: {last[-1]})" if last else ""
+        raise StackUnavailable(f"cannot reach openweights at {url}{cause}; is `ow up` running?")
+
+    async def _whoami(self) -> None:
+        assert self.nc is not None
+        try:
+            msg = await self.nc.request(self.subjects.whoami(self.principal), b"{}",
+                                        timeout=self.settings.request_timeout_s)
+        except _TRANSIENT as exc:
+            raise Unavailable("the api service did not say who this token is") from exc
+        me = self.unwrap(msg.data)
+        self.org, self.role, self.worker_id = me["org"], me["role"], me.get("worker_id")
 
     async def close(self) -> None:
         if self.nc is not None and not self.nc.is_closed:
@@ -62,14 +121,16 @@ class Transport:
         self.nc = None
 
     def subject(self, endpoint: str) -> str:
-        return self.subjects.api(self.org, endpoint)
+        return self.subjects.api(self.org, self.principal, endpoint)
 
-    async def call(self, endpoint: str, *, read: bool = False, **fields: Any) -> Any:
+    async def call(self, endpoint: str, *, read: bool = False, min_seq: int | None = None,
+                   **fields: Any) -> Any:
         """Send ``endpoint`` a request built from ``fields``; return its result."""
         request_type = protocol.ENDPOINTS[endpoint]
+        if min_seq is None:
+            min_seq = self.seen_seq if read else 0
         try:
-            body = request_type(request_id=uuid.uuid4().hex,
-                                min_seq=self.seen_seq if read else 0, **fields)
+            body = request_type(request_id=uuid.uuid4().hex, min_seq=min_seq, **fields)
         except (TypeError, msgspec.ValidationError) as exc:
             from openweights.errors import InvalidRequest
 
@@ -100,6 +161,9 @@ class Transport:
     async def request(self, subject: str, payload: bytes,
                       headers: dict[str, str] | None = None) -> Any:
         nc = await self.connect()
+        if self.auth_refused:
+            raise AuthenticationError("OPENWEIGHTS_API_KEY was revoked or expired while "
+                                      "connected; create a new one with `ow token create`")
         delay, deadline = 0.1, anyio.current_time() + self.retry_for_s
         while True:
             try:
