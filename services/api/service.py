@@ -14,6 +14,8 @@ from typing import Any
 import anyio
 import asyncpg
 import msgspec
+import nats.errors
+import nats.js.errors
 import nats.micro
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
@@ -151,6 +153,10 @@ class ApiService:
             await _respond(req, protocol.encoder.encode(protocol.Reply(ok=result, seq=seq)))
         except OpenWeightsError as exc:
             await self._error(req, exc.code, exc.message)
+        except _OUTAGES as exc:  # Postgres or JetStream away: retryable, the SDK retries
+            log.warning("api.dependency_unavailable", endpoint=endpoint, error=str(exc))
+            await self._error(req, Unavailable.code, f"{endpoint}: a backing store is "
+                              f"unavailable ({type(exc).__name__}); retry shortly")
         except Exception as exc:  # a bug must not kill the service; the caller learns of it
             log.exception("api.handler_failed", endpoint=endpoint)
             await self._error(req, "internal", f"internal error in {endpoint}: {exc}")
@@ -190,6 +196,11 @@ async def _respond(req: Request, data: bytes, headers: dict[str, str] | None = N
         # A publish without a reply subject: nobody to answer. Raising here would end
         # the service's task group, so one stray message would stop the api.
         log.warning("api.no_reply_subject", subject=req.subject)
+
+
+_OUTAGES = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+            asyncpg.CannotConnectNowError, nats.errors.TimeoutError,
+            nats.errors.ConnectionClosedError, nats.js.errors.ServiceUnavailableError)
 
 
 async def _no_kick(token_id: str) -> int:

@@ -34,6 +34,7 @@ class CurrentRun:
         self._buffer: list[dict[str, Any]] = []
         self._flusher_running = False
         self._ended = False
+        self._linger: Any = None
         self._lock = anyio.Lock()
         if not client.is_async:
             atexit.register(self._at_exit)
@@ -57,7 +58,7 @@ class CurrentRun:
             await self._flush()
         elif not self._flusher_running:
             self._flusher_running = True
-            asyncio_loop_spawn(self._linger_then_flush())
+            self._linger = asyncio_loop_spawn(self._linger_then_flush())
 
     def log(self, data: dict[str, Any]) -> Any:
         """Record ``data`` (a JSON object) as an event of this run."""
@@ -93,6 +94,8 @@ class CurrentRun:
 
     async def _finish(self) -> None:
         """Send what is buffered and end the script run this client started (once)."""
+        if self._linger is not None and not self._linger.done():
+            self._linger.cancel()  # we flush now; the batching window is moot
         await self._flush()
         if self._script and self.id is not None and not self._ended:
             self._ended = True
@@ -118,12 +121,13 @@ class CurrentRun:
             print(f"openweights: could not finish run {self.id}: {exc}", file=sys.stderr)
 
 
-def asyncio_loop_spawn(coro: Any) -> None:
+def asyncio_loop_spawn(coro: Any) -> Any:
     import asyncio
 
     task = asyncio.get_running_loop().create_task(coro)
     _TASKS.add(task)
     task.add_done_callback(_TASKS.discard)
+    return task
 
 
 _TASKS: set[Any] = set()

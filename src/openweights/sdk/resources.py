@@ -61,8 +61,9 @@ class Files(_Resource):
         """Upload an open binary file; returns ``{"id", "object", "bytes", "filename",
         "purpose", "created_at"}``, the same whether the file is new or already stored.
 
-        Raises :class:`~openweights.datasets.DatasetInvalid` (an ``InvalidRequest``)
-        naming the line and the reason when a dataset is invalid; nothing is stored."""
+        Raises ``InvalidRequest`` whose message names the line and the reason when a
+        dataset is invalid (checked by the service while it streams in); nothing is
+        stored."""
         name = os.path.basename(getattr(file, "name", "") or "file")
         return self._c.call(self._create(file, purpose, name))
 

@@ -116,4 +116,6 @@ async def read_stream(
 
 async def _nothing_to_read(sub: object) -> bool:
     info = await sub.consumer_info()  # type: ignore[attr-defined]
-    return int(info.num_pending) == 0 and int(info.delivered.stream_seq) == 0
+    # Count deliveries (consumer_seq): a filtered consumer advances its stream_seq past
+    # messages it skips without delivering any, and waiting for one would never end.
+    return int(info.num_pending) == 0 and int(info.delivered.consumer_seq) == 0
