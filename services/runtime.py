@@ -21,13 +21,22 @@ log = structlog.get_logger("service")
 
 
 @asynccontextmanager
-async def nats_connection(settings: Settings, name: str) -> AsyncIterator[
+async def nats_connection(settings: Settings, name: str, *,
+                          restart_on_reconnect: bool = False) -> AsyncIterator[
         tuple[Client, JetStreamContext]]:
     async def on_disconnect() -> None:
         log.warning("nats.disconnected", service=name)
 
     async def on_reconnect() -> None:
-        log.info("nats.reconnected", service=name)
+        # A service that decides from a fold of the log restarts instead of trusting a
+        # fold that lived through a server restart (a replay takes seconds); the
+        # supervisor (`ow up`) starts it again. The projector resumes from its checkpoint
+        # and the provisioner keeps its agents, so they stay up.
+        if restart_on_reconnect:
+            log.warning("nats.reconnected_restarting", service=name)
+            os.kill(os.getpid(), signal.SIGTERM)
+        else:
+            log.info("nats.reconnected", service=name)
 
     nc = await nats.connect(
         settings.nats_url, name=f"ow-{name}-{os.getpid()}",

@@ -57,6 +57,7 @@ class Agent:
         self.ttl_until = datetime.now(UTC) + timedelta(seconds=settings.worker_ttl_s)
         self.failures = 0
         self.current: Assignment | None = None
+        self._stop_reported = False
         # ``None`` in the queue means "stop": what is still queued behind it is requeued.
         self._send, self._queue = anyio.create_memory_object_stream[Assignment | None](
             math.inf)
@@ -105,6 +106,11 @@ class Agent:
             self._send.send_nowait(None)
 
     async def _report_stopped(self) -> None:
+        """Once, and before any job is given back: an active worker would be handed it
+        again by the scheduler just as it goes away."""
+        if self._stop_reported:
+            return
+        self._stop_reported = True
         self.t.retry_for_s = min(self.t.retry_for_s, 10.0)  # stopping: don't linger
         try:
             await self.call("agent.stopped", reason=self.stop_reason)
@@ -145,6 +151,7 @@ class Agent:
             await self._run_one(assignment)
             if self.failures >= self.settings.max_consecutive_failures:
                 self.stop(f"{self.failures} consecutive failed jobs")
+        await self._report_stopped()
         while True:  # stopping: give back what was assigned but never started
             try:
                 left = self._queue.receive_nowait()
@@ -249,7 +256,9 @@ class Agent:
                             error=f"Process exited with return code {outcome.exit_code}"
                             if outcome.exit_code is not None else outcome.reason)
         elif why["reason"] == "shutdown":
-            await self._end(a, "requeue", log_file=log_file, reason=self.stop_reason)
+            with anyio.CancelScope(shield=True):  # a second signal must not strand the job
+                await self._report_stopped()
+                await self._end(a, "requeue", log_file=log_file, reason=self.stop_reason)
         else:
             await self._end(a, "timeout" if why["reason"] == "timeout" else "canceled",
                             log_file=log_file)

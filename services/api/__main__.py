@@ -8,7 +8,7 @@ from services.runtime import nats_connection, run_service
 
 
 async def main(settings: Settings) -> None:
-    async with nats_connection(settings, "api") as (nc, js):
+    async with nats_connection(settings, "api", restart_on_reconnect=True) as (nc, js):
         await ApiService(settings, nc, js).run()
 
 

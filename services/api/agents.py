@@ -19,7 +19,7 @@ from openweights.domain.commands import (
     StoreRunLog,
 )
 from openweights.domain.job import JobState
-from openweights.errors import Fenced, InvalidRequest, NotFound
+from openweights.errors import Conflict, Fenced, InvalidRequest, NotFound
 from openweights.events import Actor, Event, RunFileUploaded
 from openweights.subjects import check_token
 from services.api.auth import check_worker
@@ -51,21 +51,27 @@ def install(api: ApiService) -> None:
                              hardware_type=req.hardware_type, gpu_type=req.gpu_type,
                              gpu_count=req.gpu_count, vram_gb=req.vram_gb, managed=req.managed,
                              ttl_until=req.ttl_until)
+        # A restart under the same id: the runs it held before registering are orphans.
+        # Taken before the registration is appended: a job the scheduler assigns to the
+        # fresh registration is new work, not an orphan.
+        orphans = [(state.id, state.open_run.id) for state in api.fold.of_kind("job")
+                   if state.org == ctx.org and state.open_run is not None
+                   and state.open_run.worker_id == req.worker_id]
         _, seq, _ = await api.executor.execute(
             ctx.org, "worker", req.worker_id,
             lambda s, now, _by: worker.decide(s, cmd, now, by), by, req.request_id)
-        # A restart under the same id: its runs still open are orphans; back to pending.
         requeued = []
-        for state in api.fold.of_kind("job"):
-            run = state.open_run
-            if state.org == ctx.org and run is not None and run.worker_id == req.worker_id:
-                requeue = RequeueJob(run_id=run.id, worker_id=req.worker_id, run_status="failed",
-                                     reason="worker restarted")
+        for job_id, run_id in orphans:  # back to pending, fenced by the orphaned run
+            requeue = RequeueJob(run_id=run_id, worker_id=req.worker_id, run_status="failed",
+                                 reason="worker restarted")
+            try:
                 _, s2, _ = await api.executor.execute(
-                    ctx.org, "job", state.id,
+                    ctx.org, "job", job_id,
                     lambda s, now, _by, c=requeue: job.decide(s, c, now, by), by)
-                seq = max(seq, s2)
-                requeued.append(state.id)
+            except Conflict:  # that run ended meanwhile (declared lost, canceled)
+                continue
+            seq = max(seq, s2)
+            requeued.append(job_id)
         return Seq({"requeued": requeued}, seq)
 
     @api.route("agent.run.start")
@@ -87,8 +93,14 @@ def install(api: ApiService) -> None:
                     run_id=r, worker_id=w, error=req.error or "failed",
                     exit_code=req.exit_code, log_file=req.log_file))
             case "timeout":
-                seq = await _job_command(ctx, req, CancelJob(reason="timeout", run_id=r,
-                                                             worker_id=w))
+                try:
+                    seq = await _job_command(ctx, req, CancelJob(reason="timeout", run_id=r,
+                                                                 worker_id=w))
+                except Fenced:
+                    # The scheduler's deadline check canceled it first: the run is over
+                    # either way, and its partial log is still kept below.
+                    if _job(ctx.org, req.job_id).status != "canceled" or state.run(r) is None:
+                        raise
             case "requeue":
                 seq = await _job_command(ctx, req, RequeueJob(
                     run_id=r, worker_id=w, run_status="canceled",

@@ -15,7 +15,7 @@ import anyio
 
 from openweights.adapters.nats.eventlog import EventLog
 from openweights.adapters.nats.fold import LiveFold
-from openweights.errors import ConcurrencyConflict, Unavailable
+from openweights.errors import ConcurrencyConflict, Conflict, Unavailable
 from openweights.events import Actor, Event
 from openweights.subjects import Subjects
 
@@ -36,7 +36,17 @@ class Executor:
         for attempt in range(MAX_ATTEMPTS):
             state = self.fold.get(org, kind, agg_id)
             expected = self.fold.last_subject_seq(subject)
-            events = decide(state, datetime.now(UTC), by)
+            try:
+                events = decide(state, datetime.now(UTC), by)
+            except Conflict:
+                # Refuse only on the log's latest state: the command may follow a change
+                # this fold has not applied yet (an agent starting the run the scheduler
+                # assigned a moment ago, announced to it before it reached us).
+                latest = await self.log.last_subject_seq(subject)
+                if latest <= expected:
+                    raise
+                await self._catch_up(latest)
+                continue
             if not events:
                 return [], 0, state
             msg_id = f"{org}:{request_id}:{attempt}" if request_id else None

@@ -57,6 +57,7 @@ class Provisioner:
         self.last_active: dict[tuple[str, str], datetime] = {}  # worker -> last run change
         self.fold.listeners.append(self._on_event)
         self.box = SecretBox(settings.secret_key)
+        self._stop_sent: dict[str, datetime] = {}
         self._wake = anyio.Event()
 
     def _on_event(self, seq: int, org: str, event: Event, before: Any, after: Any) -> None:
@@ -131,8 +132,14 @@ class Provisioner:
             machine_alive = w.machine_id is not None and await self.backend.alive(w.machine_id)
             if w.status == "shutdown":
                 if machine_alive:
-                    await self.backend.stop(w.machine_id)  # type: ignore[arg-type]
+                    await self._stop_once(w.machine_id, now)  # type: ignore[arg-type]
                 else:
+                    # A run it left open (it died while giving its job back) goes back
+                    # to pending before the worker is gone for good.
+                    if any(j.open_run and j.open_run.worker_id == w.id and j.org == w.org
+                           for j in open_jobs):
+                        await declare_lost(self.fold, self.log, w, open_jobs, None,
+                                           "its machine is gone", ME)
                     await self._terminate(w, w.reason or "stopped")
             elif w.machine_id is not None and not machine_alive:
                 await declare_lost(self.fold, self.log, w, open_jobs, None,
@@ -142,6 +149,14 @@ class Provisioner:
                 if w.machine_id is not None:
                     await self.backend.stop(w.machine_id)
                 await self._terminate(w, "never registered")
+
+    async def _stop_once(self, machine_id: str, now: datetime) -> None:
+        """Ask a machine to stop, again only after a minute: a second SIGTERM is an
+        agent's signal to stop at once rather than gracefully."""
+        sent = self._stop_sent.get(machine_id)
+        if sent is None or now - sent > timedelta(seconds=60):
+            self._stop_sent[machine_id] = now
+            await self.backend.stop(machine_id)
 
     async def _terminate(self, w: WorkerState, reason: str) -> None:
         await decide_and_append(self.fold, self.log, w.org, "worker", w.id, worker.decide,

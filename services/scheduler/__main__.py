@@ -8,7 +8,7 @@ from services.scheduler.scheduler import Scheduler
 
 
 async def main(settings: Settings) -> None:
-    async with nats_connection(settings, "scheduler") as (nc, js):
+    async with nats_connection(settings, "scheduler", restart_on_reconnect=True) as (nc, js):
         await Scheduler(settings, nc, js).run()
 
 

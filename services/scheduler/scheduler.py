@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -115,21 +116,25 @@ class Scheduler:
             self._wake = anyio.Event()
             await self.assign_pass()
 
-    def ordered(self, jobs: list[JobState]) -> list[JobState]:
-        """Priority order within an organization, round robin across organizations."""
+    def ordered(self, jobs: list[JobState]) -> Iterator[JobState]:
+        """Priority order within an organization, round robin across organizations.
+
+        Lazy: a pass stops drawing once the idle workers are used up."""
         by_org: dict[str, list[JobState]] = defaultdict(list)
         for j in sorted(jobs, key=priority):
             by_org[j.org].append(j)
-        queues = [by_org[o] for o in sorted(by_org)]
-        out: list[JobState] = []
-        while any(queues):
-            for q in queues:
-                if q:
-                    out.append(q.pop(0))
-        return out
+        queues = [iter(by_org[o]) for o in sorted(by_org)]
+        while queues:
+            for q in list(queues):
+                if (j := next(q, None)) is None:
+                    queues.remove(q)
+                else:
+                    yield j
 
     async def assign_pass(self) -> int:
         idle = self.idle_workers()
+        if not idle:  # most wake-ups while busy: no need to order the pending jobs
+            return 0
         assigned = 0
         for j in self.ordered(self.pending()):
             if not idle:
@@ -180,8 +185,11 @@ class Scheduler:
     async def check_deadlines(self, now: datetime) -> None:
         s = self.settings
         for w in list(self._workers.values()):
-            if w.status not in ("active", "starting"):
-                continue
+            holds_run = w.status == "shutdown" and any(
+                j.open_run and j.open_run.worker_id == w.id and j.org == w.org
+                for j in self._open.values())
+            if w.status not in ("active", "starting") and not holds_run:
+                continue  # a stopping worker still answers for the run it holds
             limit = s.worker_lost_starting_s if w.status == "starting" else s.worker_lost_s
             seen = self.last_seen.get((w.org, w.id), w.updated_at)
             if now - max(seen, w.updated_at) > timedelta(seconds=limit):

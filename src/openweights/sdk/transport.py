@@ -52,19 +52,25 @@ class Transport:
         self.worker_id: str | None = None
         self.retry_for_s = retry_for_s
         self.seen_seq = 0  # the newest log position this client caused: read-your-writes
+        self.last_reply_seq = 0
         self.nc: Client | None = None
         self.auth_refused = False  # the server refused our token (revoked while connected)
+        # Concurrent first calls must share one connection, not each leave one open.
+        self._connecting = anyio.Lock()
 
     async def connect(self) -> Client:
         if self.nc is not None and not self.nc.is_closed:
             return self.nc
-        settings = resolve(self.settings)
-        if self.api_key is not None:
-            check_token_format(self.api_key)
-        self.nc = await self._first_connect(str(settings.nats_url))
-        if self.api_key is not None:
-            await self._whoami()
-        return self.nc
+        async with self._connecting:
+            if self.nc is not None and not self.nc.is_closed:
+                return self.nc  # another caller connected while we waited
+            settings = resolve(self.settings)
+            if self.api_key is not None:
+                check_token_format(self.api_key)
+            self.nc = await self._first_connect(str(settings.nats_url))
+            if self.api_key is not None:
+                await self._whoami()
+            return self.nc
 
     async def _first_connect(self, url: str) -> Client:
         """Connect, failing fast: nats-py retries a first connect as often as later
@@ -156,6 +162,7 @@ class Transport:
         if reply.error is not None:
             raise from_wire(reply.error.code, reply.error.message)
         self.seen_seq = max(self.seen_seq, reply.seq)
+        self.last_reply_seq = reply.seq  # read right after the call returns (no await between)
         return reply.ok
 
     async def request(self, subject: str, payload: bytes,

@@ -68,7 +68,13 @@ class Puller:
     async def batches(self) -> AsyncIterator[list[StoredMessage]]:
         """Whatever arrived since the last batch (at least one message), forever."""
         while True:
-            await self._wake.wait()
+            # Watchdog, not a wait for a condition: a pull request dies with its server
+            # (restart, failover) without a status reply, so ask again after a silence.
+            with anyio.move_on_after(self.expires_ns / 1e9 + 1.0) as silence:
+                await self._wake.wait()
+            if silence.cancelled_caught:
+                await self._request()
+                continue
             self._wake = anyio.Event()
             msgs, self._buffer = self._buffer, []
             if not msgs:

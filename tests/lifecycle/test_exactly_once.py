@@ -1,0 +1,65 @@
+"""Two schedulers racing over the same jobs never assign one job twice."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from openweights.events import JobAssigned, JobCompleted, WorkerRegistered
+from services.scheduler.scheduler import Scheduler
+
+AGENTS = 20
+JOBS = 500
+
+
+class CountingScheduler(Scheduler):
+    """The second scheduler: counts the assignments it wins."""
+
+    won = 0
+
+    async def _assign(self, j, w) -> bool:  # type: ignore[no-untyped-def]
+        ok = await super()._assign(j, w)
+        CountingScheduler.won += ok
+        return ok
+
+
+def test_two_schedulers_and_twenty_agents_complete_each_job_exactly_once(lab) -> None:
+    CountingScheduler.won = 0
+    lab.start("projector", "api", "scheduler", extra=CountingScheduler)
+    began = time.monotonic()
+    workers = {f"racer-{i:02d}" for i in range(AGENTS)}
+    for wid in sorted(workers):
+        lab.spawn_agent(wid)
+    lab.live.wait(lambda live: {s.agg_id for s in live.of(WorkerRegistered)} >= workers,
+                  timeout=60, what=f"{AGENTS} registered agents")
+    registered = time.monotonic()
+
+    jobs = lab.submit_many(["true"] * JOBS)
+    ids = {j.id for j in jobs}
+    assert len(ids) == JOBS
+    done = lab.live.wait(lambda live: (ends := live.of(JobCompleted))
+                         and {s.agg_id for s in ends} >= ids and ends,
+                         timeout=90, what=f"{JOBS} completed jobs")
+    finished = time.monotonic()
+    print(f"\n{AGENTS} agents registered in {registered - began:.1f} s; {JOBS} jobs "
+          f"submitted and completed in {finished - registered:.1f} s; the second "
+          f"scheduler won {CountingScheduler.won} assignments")
+
+    history = lab.read("job")
+    assigned = Counter(s.agg_id for s in history if isinstance(s.event, JobAssigned))
+    completed = Counter(s.agg_id for s in history if isinstance(s.event, JobCompleted))
+    assert {j for j, n in assigned.items() if n != 1} == set(), "a job was assigned twice"
+    assert set(assigned) == ids
+    assert completed == dict.fromkeys(ids, 1)
+    # Both schedulers won assignments and every agent took part: the race was real.
+    assert 0 < CountingScheduler.won < JOBS
+    assert {s.event.worker_id for s in history if isinstance(s.event, JobAssigned)} == workers
+
+    # The read models agree: one completed run per job, every job completed.
+    lab.sees(max(s.seq for s in done))
+    for j in lab.ow.jobs.list(limit=JOBS, status="completed"):
+        ids.discard(j.id)
+    assert ids == set()
+    runs = lab.ow.runs.list(status="completed", limit=JOBS * 2)
+    assert sorted(Counter(r.job_id for r in runs).values()) == [1] * JOBS
+    assert {r.status for r in lab.ow.runs.list(limit=JOBS * 2)} == {"completed"}
