@@ -1,0 +1,268 @@
+"""The chaos soak: many short jobs while agents, services and servers are killed.
+
+Used by ``bench/chaos.py`` (1,000 jobs, 16 agents) and by the short version in the
+test suite. Every check is made against the real stack afterwards; the report is a
+table of (check, expected, observed, ok).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+
+from openweights.errors import OpenWeightsError
+from openweights.replay import verify
+from openweights.sdk.client import AsyncOpenWeights
+from openweights.sdk.live import wait_job
+from openweights.subjects import Subjects
+from openweights.testing.processes import ProcessStack
+
+KINDS = ("success", "success", "metrics", "fail", "cancel")
+EXPECTED = {"success": "completed", "metrics": "completed", "fail": "failed",
+            "cancel": "canceled"}
+
+
+@dataclass
+class ChaosPlan:
+    jobs: int = 1000
+    agents: int = 16
+    agent_kill_every_s: float = 2.0
+    service_kills: int = 2  # each of scheduler, projector, api
+    restart_nats: bool = True
+    restart_postgres: bool = True
+    cancel_after_s: tuple[float, float] = (5.0, 20.0)
+    metrics_per_job: int = 100
+    seed: int = 1
+    deadline_s: float = 1800.0
+
+
+@dataclass
+class ChaosReport:
+    rows: list[tuple[str, str, str, bool]] = field(default_factory=list)
+    seconds: float = 0.0
+    kills: Counter[str] = field(default_factory=Counter)
+
+    def check(self, name: str, expected: Any, observed: Any, ok: bool | None = None) -> None:
+        self.rows.append((name, str(expected), str(observed),
+                          (expected == observed) if ok is None else ok))
+
+    @property
+    def ok(self) -> bool:
+        return all(r[3] for r in self.rows)
+
+    def table(self) -> str:
+        width = max(len(r[0]) for r in self.rows)
+        lines = [f"{'check':<{width}}  expected  observed  ok"]
+        lines += [f"{n:<{width}}  {e:>8}  {o:>8}  {'yes' if k else 'NO'}"
+                  for n, e, o, k in self.rows]
+        kills = ", ".join(f"{k} {v}" for k, v in sorted(self.kills.items()))
+        lines.append(f"kills: {kills}; {self.seconds:.0f} s")
+        return "\n".join(lines)
+
+
+def script_for(kind: str, metrics: int) -> str:
+    if kind == "success":
+        return "true"
+    if kind == "fail":
+        return "exit 3"
+    if kind == "cancel":
+        return "sleep 600"
+    return ("python -c 'from openweights import OpenWeights\n"
+            f"ow = OpenWeights()\n[ow.run.log({{\"i\": i}}) for i in range({metrics})]'")
+
+
+async def run_chaos(home: Path, plan: ChaosPlan) -> ChaosReport:
+    stack = ProcessStack(
+        home, max_workers=plan.agents, heartbeat_s=1.0, worker_lost_s=8.0,
+        worker_lost_starting_s=60.0, run_start_timeout_s=20.0, scheduler_check_s=1.0,
+        provisioner_check_s=0.5, cancel_grace_s=2.0, idle_shutdown_s=3600.0)
+    await anyio.to_thread.run_sync(stack.start)
+    stack.supervise()
+    report = ChaosReport()
+    started = time.monotonic()
+    try:
+        await _soak(stack, plan, report)
+    finally:
+        report.seconds = time.monotonic() - started
+        await anyio.to_thread.run_sync(stack.stop)
+    return report
+
+
+async def _soak(stack: ProcessStack, plan: ChaosPlan, report: ChaosReport) -> None:
+    settings = stack.settings
+    rng = random.Random(plan.seed)
+    aow = AsyncOpenWeights(settings=settings, retry_for_s=300)
+    errors: Counter[str] = Counter()
+    acks: list[tuple[str, int]] = []
+    kinds = {i: KINDS[i % len(KINDS)] for i in range(plan.jobs)}
+    ids: dict[int, str] = {}
+    outcome: dict[int, Any] = {}
+
+    async def submit(i: int) -> None:
+        try:
+            job = await aow.jobs._submit(
+                id_prefix="chaos", script=script_for(kinds[i], plan.metrics_per_job),
+                docker_image="chaos", params={"i": i, "kind": kinds[i]}, requires_vram_gb=0)
+        except OpenWeightsError as exc:
+            errors[type(exc).__name__] += 1
+            return
+        if aow.transport.last_reply_seq:
+            acks.append((job.id, aow.transport.last_reply_seq))
+        ids[i] = job.id
+        if kinds[i] == "cancel":
+            await _cancel_later(aow, job.id, rng.uniform(*plan.cancel_after_s), acks, errors)
+        try:
+            outcome[i] = await wait_job(aow, job.id, plan.deadline_s)
+        except (OpenWeightsError, TimeoutError) as exc:
+            errors[type(exc).__name__] += 1
+
+    async with anyio.create_task_group() as tg:
+        chaos, steps_done = anyio.CancelScope(), anyio.Event()
+        tg.start_soon(_chaos, stack, plan, rng, report, chaos, steps_done)
+        async with anyio.create_task_group() as jobs:
+            limiter = anyio.Semaphore(64)
+
+            async def one(i: int) -> None:
+                async with limiter:
+                    await submit(i)
+
+            for i in range(plan.jobs):
+                jobs.start_soon(one, i)
+        await steps_done.wait()  # every planned outage happened, and was recovered from
+        chaos.cancel()
+    await _checks(stack, plan, report, aow, kinds, ids, outcome, acks, errors)
+    await aow.close()
+
+
+async def _cancel_later(aow: AsyncOpenWeights, job_id: str, after: float,
+                        acks: list[tuple[str, int]], errors: Counter[str]) -> None:
+    """Cancel once the job has run ``after`` seconds (whatever happened to it meanwhile)."""
+    t, nc = aow.transport, await aow.transport.connect()
+    started = anyio.Event()
+
+    async def on_msg(msg: Any) -> None:
+        if b"run.started" in msg.data:
+            started.set()
+
+    sub = await nc.subscribe(t.subjects.live(t.org, "job", job_id), cb=on_msg)
+    try:
+        with anyio.move_on_after(120):
+            await started.wait()
+        await anyio.sleep(after)  # the job's intended run time before its cancel
+        try:
+            await aow.jobs._cancel(job_id)
+            acks.append((job_id, t.last_reply_seq))
+        except OpenWeightsError as exc:
+            errors[type(exc).__name__] += 1
+    finally:
+        await sub.unsubscribe()
+
+
+async def _chaos(stack: ProcessStack, plan: ChaosPlan, rng: random.Random,
+                 report: ChaosReport, scope: anyio.CancelScope, done: anyio.Event) -> None:
+    """Kill an agent every few seconds; services, nats and Postgres at planned moments."""
+    services = [s for s in ("scheduler", "projector", "api") for _ in range(plan.service_kills)]
+    rng.shuffle(services)
+    steps: list[str] = services + (["nats"] if plan.restart_nats else []) + (
+        ["postgres"] if plan.restart_postgres else [])
+    rng.shuffle(steps)
+    with scope:
+        tick = 0
+        while True:
+            await anyio.sleep(plan.agent_kill_every_s)  # the chaos schedule itself
+            tick += 1
+            if _kill_an_agent(stack, rng):
+                report.kills["agent"] += 1
+            if not steps:
+                done.set()
+            elif tick % 2 == 0:
+                step = steps.pop()
+                report.kills[step] += 1
+                if step == "nats":
+                    await anyio.to_thread.run_sync(stack.stop_nats)
+                    await anyio.sleep(2.0)  # the outage
+                    await anyio.to_thread.run_sync(stack.start_nats)
+                elif step == "postgres":
+                    await anyio.to_thread.run_sync(stack.stop_postgres)
+                    await anyio.sleep(2.0)
+                    await anyio.to_thread.run_sync(stack.start_postgres)
+                else:
+                    stack.kill(step)  # the supervisor restarts it
+
+
+def _kill_an_agent(stack: ProcessStack, rng: random.Random) -> bool:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+            env = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"services.agent" in cmd and str(stack.home).encode() in env:
+            pids.append(int(proc.name))
+    if not pids:
+        return False
+    try:
+        os.kill(rng.choice(pids), signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def _checks(stack: ProcessStack, plan: ChaosPlan, report: ChaosReport,
+                  aow: AsyncOpenWeights, kinds: dict[int, str], ids: dict[int, str],
+                  outcome: dict[int, Any], acks: list[tuple[str, int]],
+                  errors: Counter[str]) -> None:
+    settings = stack.settings
+    wrong = [i for i, k in kinds.items() if i not in outcome
+             or outcome[i].status != EXPECTED[k]]
+    report.check("jobs submitted", plan.jobs, len(ids))
+    report.check("jobs in the expected terminal state", plan.jobs, plan.jobs - len(wrong))
+    metric_jobs = [i for i, k in kinds.items() if k == "metrics" and i in outcome]
+    full = sum(1 for i in metric_jobs
+               if outcome[i].outputs.get("i") == plan.metrics_per_job - 1)
+    report.check("metric jobs with every event", len(metric_jobs), full)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        twice = await conn.fetchval("SELECT count(*) FROM (SELECT job_id FROM runs WHERE "
+                                    "status = 'completed' GROUP BY job_id HAVING count(*) > 1) t")
+        report.check("jobs with more than one completed run", 0, twice)
+        live = await conn.fetch("SELECT id, pod_id FROM workers WHERE status IN "
+                                "('active', 'starting') AND pod_id LIKE 'local-%'")
+    finally:
+        await conn.close()
+    dead = [w["id"] for w in live if not _alive(int(w["pod_id"].removeprefix("local-")))]
+    report.check("active/starting workers without a live process", 0, len(dead))
+    nc = await aow.transport.connect()
+    js = nc.jetstream()
+    stream, missing = Subjects(settings.namespace).events_stream, 0
+    for job_id, seq in acks:
+        msg = await js.get_msg(stream, seq)
+        if not msg.subject or not msg.subject.endswith(f".job.{job_id}"):
+            missing += 1
+    report.check("acknowledged appends missing from the stream", 0, missing)
+    _, diffs = await verify(settings)
+    report.check("ow replay --verify differences", 0, len(diffs))
+    report.check("SDK errors raised to the caller", 0, sum(errors.values()),
+                 ok=not errors)
+    if errors:
+        report.rows.append(("  by type", "", dict(errors).__repr__(), False))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
