@@ -7,6 +7,7 @@ its own task, so one slow query never holds up the others.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -88,9 +89,18 @@ class ApiService:
             for module in (jobs, runs, files, agents, tenancy):
                 module.install(self)
             await self.watcher.start(self.pool)
-            async with anyio.create_task_group() as tg:
+            async with contextlib.AsyncExitStack() as stack, anyio.create_task_group() as tg:
                 self._tg = tg
+                callout = None
+                if self.settings.auth and self.settings.nats_auth_file is not None:
+                    from services.api import callout as callout_module
+
+                    nc_auth, nc_sys = await stack.enter_async_context(
+                        callout_module.callout_connections(self))
+                    callout = callout_module.install(self, nc_auth, nc_sys)
                 await tg.start(self.fold.run)
+                if callout is not None:  # after the fold: tokens must be known first
+                    await tg.start(callout.run)
                 service = await nats.micro.add_service(self.nc, ServiceConfig(
                     name="openweights-api", version="0.1.0",
                     description="openweights commands and queries"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ from openweights.adapters.postgres.db import query
 from openweights.api import protocol
 from openweights.domain import secret, token
 from openweights.domain.commands import CreateToken, RemoveSecret, RevokeToken, SetSecret
+from openweights.domain.job import JobState
 from openweights.errors import InvalidRequest, NotFound, OpenWeightsError
 from openweights.events import Event, TokenCreated
 from openweights.secretbox import SecretBox
@@ -26,10 +28,17 @@ SECRET_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 def install(api: ApiService) -> None:
     box = SecretBox(api.settings.secret_key)
     token_orgs: dict[str, str] = {}  # token id -> organization, for whoami
+    # (org, worker id) -> the jobs whose open run it holds: checked on every job start,
+    # so it must not scan every job ever submitted.
+    holding: dict[tuple[str, str], set[str]] = defaultdict(set)
 
     def index(seq: int, org: str, event: Event, before: Any, after: Any) -> None:
         if isinstance(event, TokenCreated):
             token_orgs[event.token_id] = org
+        if isinstance(before, JobState) and (run := before.open_run) is not None:
+            holding[(org, run.worker_id)].discard(before.id)
+        if isinstance(after, JobState) and (run := after.open_run) is not None:
+            holding[(org, run.worker_id)].add(after.id)
 
     api.fold.listeners.append(index)
 
@@ -125,9 +134,7 @@ def install(api: ApiService) -> None:
     @api.route("agent.secrets")
     async def for_worker(ctx: Context, req: protocol.AgentSecrets) -> dict[str, str]:
         check_worker(ctx.principal, req.worker_id)
-        running = any(j.open_run is not None and j.open_run.worker_id == req.worker_id
-                      for j in api.fold.of_kind("job") if j.org == ctx.org)
-        if not running:
+        if not holding.get((ctx.org, req.worker_id)):
             raise OpenWeightsError("secrets are given to a worker only while it runs a job")
         try:
             return {k: box.decrypt(v) for k, v in _live_secrets(ctx.org).items()}

@@ -91,3 +91,18 @@ async def create_organization(settings: Settings, org_id: str, name: str,
         return {"org": org_id, "token": plain, "token_id": cmd.token_id}
     finally:
         await nc.close()
+
+
+async def ensure_local_admin_token(settings: Settings) -> str:
+    """The default organization's local admin token, created on the first `ow up` and
+    kept in ``$OW_HOME/admin.token`` (0600) so that the quickstart needs no setup."""
+    path = settings.home / "admin.token"
+    if path.exists():
+        return str(path)
+    created = await create_organization(settings, settings.default_org, settings.default_org,
+                                        token_name="local admin (ow up)")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(created["token"])
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return str(path)

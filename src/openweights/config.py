@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     # Auth callout on: the api trusts the principal in a request's subject (NATS
     # permissions bind it to the connection's token) and refuses unknown principals.
     auth: bool = False
+    # The server's static users and callout seed (`ow up` keeps them under OW_HOME).
+    nats_auth_file: Path | None = None
+    # Where clients and agents connect (without the services' credentials); defaults to
+    # nats_url when that carries none.
+    client_nats_url: str | None = None
     # Fernet key for organization secrets (`ow up` keeps one under OW_HOME).
     secret_key: str | None = None
     # Where file bytes live: the NATS object store (nothing more to run) or S3-compatible.

@@ -68,7 +68,8 @@ async def fold_log(settings: Settings, *, to_seq: int | None = None,
     chunks while folding, so a writer can COPY them on the other core meanwhile.
     """
     subjects = Subjects(settings.namespace)
-    nc = await nats.connect(settings.nats_url)  # type: ignore[arg-type]
+    nc = await nats.connect(settings.nats_url, allow_reconnect=False,  # type: ignore[arg-type]
+                             connect_timeout=5)
     model = ReadModel()
     counts = [0, 0]
     try:

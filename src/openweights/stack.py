@@ -15,13 +15,27 @@ def stack_file(settings: Settings) -> Path:
     return settings.home / "stack.json"
 
 
-def write_stack(settings: Settings, nats_url: str, database_url: str) -> None:
+def write_stack(settings: Settings, nats_url: str, database_url: str,
+                token_file: str | None = None) -> None:
     settings.home.mkdir(parents=True, exist_ok=True)
     path = stack_file(settings)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"nats_url": nats_url, "database_url": database_url,
-                               "namespace": settings.namespace, "pid": os.getpid()}))
+                               "namespace": settings.namespace, "pid": os.getpid(),
+                               "token_file": token_file}))
     tmp.replace(path)
+
+
+def local_token(settings: Settings) -> str | None:
+    """The local admin token of a running `ow up` (used when no API key is given)."""
+    info = read_stack(settings)
+    path = info.get("token_file") if info else None
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
 
 
 def clear_stack(settings: Settings) -> None:
@@ -62,3 +76,25 @@ def resolve(settings: Settings, *, need_database: bool = False) -> Settings:
         nats_url = nats_url or local["nats_url"]
         database_url = database_url or local["database_url"]
     return settings.model_copy(update={"nats_url": nats_url, "database_url": database_url})
+
+
+def operator_settings(settings: Settings) -> Settings:
+    """Settings for operator tools that read the log directly (replay, audit, org create).
+
+    They need the services' credentials: given in ``OW_NATS_URL``, or, for the local
+    `ow up` stack, read from ``$OW_HOME/nats-auth.json``.
+    """
+    s = resolve(settings, need_database=True)
+    if settings.nats_url is not None:
+        return s
+    auth_file = settings.home / "nats-auth.json"
+    if not auth_file.exists():
+        return s
+    from urllib.parse import urlsplit
+
+    from openweights.adapters.nats.server_config import NatsAuthConfig
+
+    auth = NatsAuthConfig.load_or_create(auth_file)
+    parts = urlsplit(str(s.nats_url))
+    url = f"nats://svc:{auth.password('svc')}@{parts.hostname}:{parts.port}"
+    return s.model_copy(update={"nats_url": url})

@@ -48,9 +48,8 @@ class LocalBackend:
 
     async def start(self, spec: MachineSpec) -> str:
         self.logs.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, **settings_env(self.settings), **spec.env,
-                   OW_WORKER_ID=spec.worker_id, OW_DOCKER_IMAGE=spec.docker_image,
-                   OW_MANAGED="1")
+        env = dict(agent_env(self.settings), **spec.env, OW_WORKER_ID=spec.worker_id,
+                   OW_DOCKER_IMAGE=spec.docker_image, OW_MANAGED="1")
         log_path: Path = self.logs / f"{spec.worker_id}.log"
 
         def spawn() -> subprocess.Popen[bytes]:
@@ -114,6 +113,19 @@ class LocalBackend:
                 await self.kill(f"local-{pid}")
                 await anyio.to_thread.run_sync(proc.wait)
             self.procs.pop(pid, None)
+
+
+# What a machine must never hold: the services' credentials, the secrets key, the
+# database. An agent gets the client URL and (with auth) its own worker token.
+_SERVICE_ONLY = ("OW_NATS_URL", "OW_DATABASE_URL", "OW_SECRET_KEY", "OW_NATS_AUTH_FILE",
+                 "OW_AUTH", "OW_CLIENT_NATS_URL", "OPENWEIGHTS_API_KEY")
+
+
+def agent_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _SERVICE_ONLY}
+    env.update({k: v for k, v in settings_env(settings).items() if k not in _SERVICE_ONLY})
+    env["OW_NATS_URL"] = settings.client_nats_url or settings.nats_url or ""
+    return env
 
 
 def _zombie(pid: int) -> bool:

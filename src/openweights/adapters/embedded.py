@@ -7,7 +7,6 @@ choose, so a second start resumes with every byte intact.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -18,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from openweights.adapters.nats.server_config import NatsAuthConfig, render_nats_conf
 from openweights.errors import StackUnavailable
 
 
@@ -71,16 +71,32 @@ def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], log: Path) -
 
 @dataclass
 class EmbeddedNats:
-    """A private ``nats-server -js`` with its store under ``data_dir``."""
+    """A private ``nats-server -js`` with its store under ``data_dir``.
+
+    With ``auth`` the server runs auth callout (see ``server_config``): ``url`` then
+    admits nobody by itself; services use ``service_url``, tokens go through the callout.
+    """
 
     data_dir: Path
     port: int = 0
     host: str = "127.0.0.1"
+    auth: NatsAuthConfig | None = field(default=None, repr=False)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
+
+    def url_for(self, user: str) -> str:
+        """The URL with the credentials of static user ``auth``, ``svc`` or ``sys``."""
+        if self.auth is None:
+            raise ValueError("this nats-server runs without auth: use .url")
+        return f"nats://{user}:{self.auth.password(user)}@{self.host}:{self.port}"
+
+    @property
+    def service_url(self) -> str:
+        """Where the openweights services connect: as ``svc`` with auth, else ``url``."""
+        return self.url if self.auth is None else self.url_for("svc")
 
     def start(self) -> EmbeddedNats:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -88,11 +104,11 @@ class EmbeddedNats:
             self.port = free_port()
         log = self.data_dir / "nats-server.log"
         conf = self.data_dir / "nats-server.conf"
-        conf.write_text(
-            f"listen: {self.host}:{self.port}\n"
-            "max_payload: 8MB\n"
-            f"jetstream {{ store_dir: {json.dumps(str(self.data_dir / 'jetstream'))} }}\n"
-        )
+        # 0600: with auth the file holds the static users' passwords.
+        conf.touch(mode=0o600)
+        conf.chmod(0o600)
+        conf.write_text(render_nats_conf(self.host, self.port, self.data_dir / "jetstream",
+                                         self.auth))
         args = [nats_server_binary(), "-c", str(conf), "-l", str(log)]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True,
                                      preexec_fn=die_with_parent)

@@ -16,7 +16,7 @@ from openweights.adapters.nats.reader import StoredMessage, read_stream
 from openweights.config import Settings
 from openweights.errors import NotFound
 from openweights.events import decode
-from openweights.stack import resolve
+from openweights.stack import operator_settings
 from openweights.subjects import Subjects
 
 
@@ -36,7 +36,8 @@ async def history(settings: Settings, org: str, kind: str, agg_id: str) -> list[
                     "changes": msgspec.to_builtins(event.changes()),
                 })
 
-    nc = await nats.connect(settings.nats_url)  # type: ignore[arg-type]
+    nc = await nats.connect(settings.nats_url, allow_reconnect=False,  # type: ignore[arg-type]
+                             connect_timeout=5)
     try:
         await read_stream(nc, nc.jetstream(), subjects.events_stream, on_batch,
                           filter_subjects=[subject])
@@ -66,7 +67,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(audit, name="audit")
 
     def _show(kind: str, agg_id: str, as_json: bool) -> None:
-        s = resolve(settings())
+        s = operator_settings(settings())
         rows = anyio.run(history, s, s.default_org, kind, agg_id)
         if as_json:
             console.print_json(json.dumps(rows))

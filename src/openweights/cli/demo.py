@@ -14,7 +14,7 @@ import typer
 from openweights.config import Settings
 from openweights.errors import StackUnavailable
 from openweights.replay import verify
-from openweights.stack import read_stack, resolve
+from openweights.stack import operator_settings, read_stack
 
 
 @contextmanager
@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
                 console.print("started a local stack for the demo (stopped at the end)")
             result = main(out)
             console.print(f"[bold]result: {result}[/bold]")
-            _, diffs = anyio.run(lambda: verify(resolve(s, need_database=True)))
+            _, diffs = anyio.run(lambda: verify(operator_settings(s)))
             if diffs:
                 for d in diffs:
                     console.print(f"[red]replay differs[/red] {d.table} ({d.side}): {d.row}")

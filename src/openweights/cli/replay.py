@@ -10,7 +10,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from openweights.replay import Difference, ReplayResult, rebuild, verify
-from openweights.stack import resolve
+from openweights.stack import operator_settings
 
 
 def _digest_table(result: ReplayResult) -> Table:
@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         schema: str = typer.Option("ow_replay", help="schema to rebuild into (dropped first)"),
     ) -> None:
         """Rebuild every read model from sequence 1 into a fresh schema and digest it."""
-        s = resolve(settings(), need_database=True)
+        s = operator_settings(settings())
         if as_of is not None and as_of.tzinfo is None:
             as_of = as_of.astimezone()
         with Progress(TextColumn("replaying"), BarColumn(), TextColumn("seq {task.completed:,.0f}"),

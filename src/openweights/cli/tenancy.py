@@ -58,9 +58,10 @@ def register(app: typer.Typer) -> None:
                    as_json: bool = typer.Option(False, "--json")) -> None:
         """Create an organization and print its first admin token (shown once)."""
         from openweights.bootstrap import create_organization
-        from openweights.stack import resolve
+        from openweights.stack import operator_settings
 
-        result = anyio.run(create_organization, resolve(settings()), org_id or name, name)
+        result = anyio.run(create_organization, operator_settings(settings()), org_id or name,
+                           name)
         if as_json:
             console.print_json(json.dumps(result))
         else:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 import structlog
@@ -23,9 +24,11 @@ from rich.console import Console
 from rich.table import Table
 
 from openweights.adapters.embedded import EmbeddedNats, EmbeddedPostgres, die_with_parent
-from openweights.bootstrap import ensure_database, prepare
+from openweights.adapters.nats.server_config import NatsAuthConfig
+from openweights.bootstrap import ensure_database, ensure_local_admin_token, prepare
 from openweights.config import Settings, settings_env
-from openweights.errors import StackUnavailable
+from openweights.errors import OpenWeightsError, StackUnavailable
+from openweights.secretbox import load_or_create_key
 from openweights.stack import clear_stack, read_stack, write_stack
 
 log = structlog.get_logger("up")
@@ -82,15 +85,23 @@ class Stack:
                 f"ow up is already running for {home} (pid {running.get('pid', '?')}); "
                 "stop it with Ctrl-C first, or use another OW_HOME") from None
         nats_url, database_url = self.settings.nats_url, self.settings.database_url
+        update: dict[str, object] = {}
         if nats_url is None:
-            self.nats = EmbeddedNats(home / "nats").start()
-            nats_url = self.nats.url
+            # The embedded server runs auth callout: services use their own static user,
+            # everyone else a token (the local admin token is created below).
+            auth_file = home / "nats-auth.json"
+            auth = NatsAuthConfig.load_or_create(auth_file)
+            self.nats = EmbeddedNats(home / "nats", auth=auth).start()
+            nats_url = self.nats.service_url
+            update.update(auth=True, nats_auth_file=auth_file, client_nats_url=self.nats.url)
         if database_url is None:
             self.pg = EmbeddedPostgres(home / "postgres").start()
             anyio.run(ensure_database, self.pg.url, DATABASE)
             database_url = self.pg.database_url(DATABASE)
+        if self.settings.secret_key is None:
+            update["secret_key"] = load_or_create_key(home / "secret.key")
         return self.settings.model_copy(update={"nats_url": nats_url,
-                                                "database_url": database_url})
+                                                "database_url": database_url, **update})
 
     def start_services(self, settings: Settings) -> None:
         (settings.home / "logs").mkdir(parents=True, exist_ok=True)
@@ -131,7 +142,9 @@ class Stack:
         table = Table(title="openweights is up", show_header=True)
         table.add_column("part")
         table.add_column("where")
-        table.add_row("nats-server", f"{settings.nats_url}" + (" (embedded)" if self.nats else ""))
+        client_url = settings.client_nats_url or settings.nats_url
+        table.add_row("nats-server", f"{client_url}" + (" (embedded, auth callout)"
+                                                        if self.nats else ""))
         table.add_row("postgres", f"{settings.database_url}" + (" (embedded)" if self.pg else ""))
         table.add_row("data", str(settings.home))
         for child in self.children:
@@ -141,6 +154,27 @@ class Stack:
         self.console.print("Stop with Ctrl-C. Try the quickstart: [bold]ow demo[/bold]")
 
 
+async def wait_ready(settings: Settings, token_file: str | None) -> None:
+    """Return once the api service answers a client (and, with auth, admits its token)."""
+    from openweights.sdk.client import AsyncOpenWeights
+    from openweights.stack import resolve
+
+    key = Path(token_file).read_text().strip() if token_file else None
+    client_settings = resolve(settings).model_copy(
+        update={"nats_url": settings.client_nats_url or settings.nats_url})
+    with anyio.fail_after(120):
+        while True:
+            aow = AsyncOpenWeights(api_key=key, settings=client_settings, retry_for_s=5)
+            try:
+                await aow.jobs._list(1, None)
+                return
+            except OpenWeightsError:
+                await anyio.sleep(0.2)  # the services are still starting: ask again
+            finally:
+                with contextlib.suppress(Exception):
+                    await aow.close()
+
+
 def run_up(settings: Settings, console: Console) -> None:
     stack = Stack(settings, console)
     try:
@@ -148,8 +182,11 @@ def run_up(settings: Settings, console: Console) -> None:
         applied = anyio.run(prepare, full)
         if applied:
             console.print(f"migrated: {', '.join(applied)}")
-        write_stack(full, full.nats_url or "", full.database_url or "")
+        token_file = anyio.run(ensure_local_admin_token, full) if full.auth else None
+        write_stack(full, full.client_nats_url or full.nats_url or "",
+                    full.database_url or "", token_file=token_file)
         stack.start_services(full)
+        anyio.run(wait_ready, full, token_file)
         stack.show(full)
         signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
         stack.supervise()

@@ -55,8 +55,14 @@ class _Client:
             base = base.model_copy(update={"nats_url": nats_url})
         import os
 
-        self.transport = Transport(base, api_key or os.environ.get("OPENWEIGHTS_API_KEY"),
-                                   retry_for_s=retry_for_s)
+        key = api_key or os.environ.get("OPENWEIGHTS_API_KEY")
+        if key is None:
+            from openweights.stack import local_token, read_stack
+
+            local = read_stack(base)
+            if local is not None and base.nats_url in (None, local["nats_url"]):
+                key = local_token(base)  # the local `ow up` stack's admin token
+        self.transport = Transport(base, key, retry_for_s=retry_for_s)
         self.files = Files(self)
         self.jobs = JobsResource(self)
         self.runs = Runs(self)

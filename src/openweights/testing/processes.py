@@ -33,6 +33,8 @@ class ProcessStack:
         self.children: dict[str, Child] = {}
         self.service_names = services
         self.settings: Settings
+        self._supervising = False
+        self._held: set[str] = set()
 
     def start(self) -> Settings:
         from openweights.cli.up import Child
@@ -51,6 +53,26 @@ class ProcessStack:
             self.children[name] = child
         return self.settings
 
+    def supervise(self) -> None:
+        """Restart services that exit on their own, as `ow up` does (a daemon thread)."""
+        import threading
+
+        self._supervising = True
+
+        def loop() -> None:
+            import time
+
+            while self._supervising:
+                for name, child in list(self.children.items()):
+                    if child.proc is not None and child.proc.poll() is not None and (
+                            name not in self._held):
+                        child.restarts += 1
+                        child.start(str(self.home))
+                time.sleep(0.2)  # a supervisor's polling period
+
+        self._held: set[str] = set()
+        threading.Thread(target=loop, name="ow-supervisor", daemon=True).start()
+
     def kill(self, name: str) -> None:
         """SIGKILL a service: what a crash looks like."""
         proc = self.children[name].proc
@@ -59,8 +81,12 @@ class ProcessStack:
             proc.wait()
 
     def restart(self, name: str) -> None:
-        self.kill(name)
-        self.children[name].start(str(self.home))
+        self._held.add(name)  # the supervisor must not start a second copy meanwhile
+        try:
+            self.kill(name)
+            self.children[name].start(str(self.home))
+        finally:
+            self._held.discard(name)
 
     def alive(self, name: str) -> bool:
         proc = self.children[name].proc
@@ -79,6 +105,7 @@ class ProcessStack:
         self.pg.start()
 
     def stop(self) -> None:
+        self._supervising = False
         for child in reversed(list(self.children.values())):
             child.stop()
         self.pg.stop()
