@@ -13,6 +13,7 @@ import atexit
 import os
 import socket
 import sys
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,9 @@ class CurrentRun:
         self.id: str | None = os.environ.get("OPENWEIGHTS_RUN_ID")
         self.job_id: str | None = os.environ.get("OPENWEIGHTS_JOB_ID")
         self._script = self.id is None
-        self._buffer: list[dict[str, Any]] = []
+        # A deque: the blocking client appends from the caller's thread while the loop
+        # thread takes batches off the front (both operations are atomic).
+        self._buffer: deque[dict[str, Any]] = deque()
         self._flusher_running = False
         self._ended = False
         self._linger: Any = None
@@ -61,8 +64,18 @@ class CurrentRun:
             self._linger = asyncio_loop_spawn(self._linger_then_flush())
 
     def log(self, data: dict[str, Any]) -> Any:
-        """Record ``data`` (a JSON object) as an event of this run."""
-        return self._c.call(self._log(data))
+        """Record ``data`` (a JSON object) as an event of this run (buffered: sent in
+        batches within 50 ms; ``flush()`` sends now)."""
+        if self._c.is_async or self.id is None or not isinstance(data, dict):
+            return self._c.call(self._log(data))
+        # Blocking client, steady state: no round trip to the loop thread per event.
+        self._buffer.append(data)
+        if len(self._buffer) >= BATCH:
+            self._c.call(self._flush())  # back-pressure: a full batch is sent before more
+        elif not self._flusher_running:
+            self._flusher_running = True
+            self._c.call(_spawn_linger(self))
+        return None
 
     async def _linger_then_flush(self) -> None:
         try:
@@ -74,7 +87,7 @@ class CurrentRun:
     async def _flush(self) -> None:
         async with self._lock:
             while self._buffer:
-                batch, self._buffer = self._buffer[:BATCH], self._buffer[BATCH:]
+                batch = [self._buffer.popleft() for _ in range(min(BATCH, len(self._buffer)))]
                 await self._c.transport.call("run.log", run_id=self.id, events=batch)
 
     def flush(self) -> Any:
@@ -119,6 +132,10 @@ class CurrentRun:
             self._c.call(self._finish())
         except Exception as exc:  # the interpreter is exiting; say so, don't raise
             print(f"openweights: could not finish run {self.id}: {exc}", file=sys.stderr)
+
+
+async def _spawn_linger(run: CurrentRun) -> None:
+    run._linger = asyncio_loop_spawn(run._linger_then_flush())
 
 
 def asyncio_loop_spawn(coro: Any) -> Any:

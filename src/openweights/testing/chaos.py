@@ -238,11 +238,19 @@ async def _checks(stack: ProcessStack, plan: ChaosPlan, report: ChaosReport,
         twice = await conn.fetchval("SELECT count(*) FROM (SELECT job_id FROM runs WHERE "
                                     "status = 'completed' GROUP BY job_id HAVING count(*) > 1) t")
         report.check("jobs with more than one completed run", 0, twice)
-        live = await conn.fetch("SELECT id, pod_id FROM workers WHERE status IN "
-                                "('active', 'starting') AND pod_id LIKE 'local-%'")
+        # The last agent killed may not be noticed yet: give the provisioner its deadline.
+        dead: list[str] = []
+        with anyio.move_on_after(settings.worker_lost_s + 10):
+            while True:
+                live = await conn.fetch("SELECT id, pod_id FROM workers WHERE status IN "
+                                        "('active', 'starting') AND pod_id LIKE 'local-%'")
+                dead = [w["id"] for w in live
+                        if not _alive(int(w["pod_id"].removeprefix("local-")))]
+                if not dead:
+                    break
+                await anyio.sleep(0.5)  # polling the read model: no event says "settled"
     finally:
         await conn.close()
-    dead = [w["id"] for w in live if not _alive(int(w["pod_id"].removeprefix("local-")))]
     report.check("active/starting workers without a live process", 0, len(dead))
     nc = await aow.transport.connect()
     js = nc.jetstream()
