@@ -7,9 +7,9 @@ two schedulers running at once never assign one job twice: the second append fai
 
 from __future__ import annotations
 
+import heapq
 import secrets
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,6 +53,10 @@ class Scheduler:
         self._pending: dict[tuple[str, str], JobState] = {}
         self._open: dict[tuple[str, str], JobState] = {}  # jobs with an open run
         self._workers: dict[tuple[str, str], WorkerState] = {}
+        # Per organization, pending jobs by priority: a heap with lazy deletion (an entry
+        # counts only while its job is pending with that priority), so a pass costs the
+        # jobs it looks at, not the length of the queue.
+        self._queues: dict[str, list[tuple[Any, str]]] = defaultdict(list)
         self._wake = anyio.Event()
 
     # -- state -----------------------------------------------------------------------
@@ -61,6 +65,9 @@ class Scheduler:
             key = (org, after.id)
             if after.status == "pending":
                 self._pending[key] = after
+                if not (isinstance(before, JobState) and before.status == "pending"
+                        and priority(before) == priority(after)):
+                    heapq.heappush(self._queues[org], (priority(after), after.id))
             else:
                 self._pending.pop(key, None)
             if after.open_run is not None:
@@ -116,35 +123,46 @@ class Scheduler:
             self._wake = anyio.Event()
             await self.assign_pass()
 
-    def ordered(self, jobs: list[JobState]) -> Iterator[JobState]:
-        """Priority order within an organization, round robin across organizations.
-
-        Lazy: a pass stops drawing once the idle workers are used up."""
-        by_org: dict[str, list[JobState]] = defaultdict(list)
-        for j in sorted(jobs, key=priority):
-            by_org[j.org].append(j)
-        queues = [iter(by_org[o]) for o in sorted(by_org)]
-        while queues:
-            for q in list(queues):
-                if (j := next(q, None)) is None:
-                    queues.remove(q)
-                else:
-                    yield j
+    def _pop(self, org: str) -> tuple[tuple[Any, str], JobState] | None:
+        """The organization's most urgent pending job (and its heap entry), if any."""
+        heap = self._queues[org]
+        while heap:
+            entry = heapq.heappop(heap)
+            j = self._pending.get((org, entry[1]))
+            if j is not None and priority(j) == entry[0]:
+                return entry, j
+        return None
 
     async def assign_pass(self) -> int:
+        """Give idle workers the most urgent jobs they match: priority order within an
+        organization, round robin across organizations."""
         idle = self.idle_workers()
-        if not idle:  # most wake-ups while busy: no need to order the pending jobs
+        if not idle:  # most wake-ups while busy
             return 0
-        assigned = 0
-        for j in self.ordered(self.pending()):
-            if not idle:
-                break
-            w = pick_worker(j, idle, self.cached)
-            if w is None:
-                continue
-            if await self._assign(j, w):
-                idle.remove(w)
-                assigned += 1
+        assigned, skipped, done = 0, [], set()
+        orgs = sorted(o for o, q in self._queues.items() if q)
+        try:
+            while idle and orgs:
+                for org in list(orgs):
+                    popped = self._pop(org)
+                    if popped is None:
+                        orgs.remove(org)
+                        continue
+                    entry, j = popped
+                    if j.id in done:
+                        continue
+                    w = pick_worker(j, idle, self.cached)
+                    if w is not None and await self._assign(j, w):
+                        idle.remove(w)
+                        assigned += 1
+                        done.add(j.id)
+                    else:
+                        skipped.append((org, entry))  # no worker for it now: keep it
+                    if not idle:
+                        break
+        finally:
+            for org, entry in skipped:
+                heapq.heappush(self._queues[org], entry)
         return assigned
 
     async def _assign(self, j: JobState, w: WorkerState) -> bool:
