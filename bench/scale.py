@@ -12,8 +12,8 @@ flat as the queue grows.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import asyncio
+import contextlib
 import os
 import resource
 import sys

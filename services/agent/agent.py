@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 
 from openweights.api.protocol import Assignment
 from openweights.config import Settings
-from openweights.errors import Conflict, OpenWeightsError
+from openweights.errors import Conflict, InvalidRequest, NotFound, OpenWeightsError
 from openweights.events import (
     JobCanceled,
     JobTimeoutExtended,
@@ -43,6 +43,10 @@ from services.agent.gpu import (
 from services.agent.process import build_job_env, collect_uploads, run_job_process
 
 log = structlog.get_logger("agent")
+
+# The api refused to start an assigned run: it is stale (canceled, reassigned) or names
+# no job of ours. Either way there is nothing to run; the agent drops it and goes on.
+REFUSED = (Conflict, NotFound, InvalidRequest)
 
 
 class Agent:
@@ -163,7 +167,7 @@ class Agent:
     async def _requeue_unstarted(self, a: Assignment) -> None:
         try:
             await self.call("agent.run.start", job_id=a.job_id, run_id=a.run_id)
-        except Conflict:
+        except REFUSED:
             return
         await self._end(a, "requeue", reason=self.stop_reason)
 
@@ -171,7 +175,7 @@ class Agent:
     async def _run_one(self, a: Assignment) -> None:
         try:
             await self.call("agent.run.start", job_id=a.job_id, run_id=a.run_id)
-        except Conflict as exc:  # canceled or reassigned meanwhile
+        except REFUSED as exc:
             log.info("agent.assignment_stale", job=a.job_id, reason=str(exc))
             return
         if self.real_gpus:

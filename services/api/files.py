@@ -88,7 +88,11 @@ def install(api: ApiService) -> None:
     async def chunk(ctx: Context, data: bytes) -> dict[str, Any]:
         headers = ctx.raw.headers or {}
         up = _upload(ctx, headers.get(protocol.HEADER_UPLOAD, ""))
-        offset = int(headers.get(protocol.HEADER_OFFSET, "-1"))
+        try:
+            offset = int(headers.get(protocol.HEADER_OFFSET, "-1"))
+        except ValueError:
+            raise InvalidRequest(f"chunk offset {headers[protocol.HEADER_OFFSET]!r} is not a "
+                                 "number") from None
         if offset + len(data) <= up.received and offset >= 0:
             return {"received": up.received}  # a retried chunk we already have
         if offset != up.received:
@@ -139,7 +143,9 @@ def install(api: ApiService) -> None:
 
     @api.route("files.get")
     async def get(ctx: Context, req: protocol.FileGet) -> dict[str, Any]:
-        return views.file_from_state(_file(ctx, req.file_id))
+        state = _file(ctx, req.file_id)
+        _worker_may_read(ctx, req.file_id)
+        return views.file_from_state(state)
 
     def _worker_may_read(ctx: Context, file_id: str) -> None:
         """A worker reads only the files of jobs it is running (their mounts, inputs)."""

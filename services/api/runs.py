@@ -99,6 +99,12 @@ def install(api: ApiService) -> None:
     @api.route("logs.read")
     async def read_logs(ctx: Context, req: protocol.LogRead) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
+        if ctx.principal.role == "worker":  # a worker reads only its own runs' output
+            job_id = run_index.get((ctx.org, req.run_id))
+            state = api.fold.get(ctx.org, "job", job_id) if job_id else None
+            run = state.run(req.run_id) if state is not None else None
+            if run is None or run.worker_id != ctx.principal.worker_id:
+                return out  # as for a run that does not exist
 
         async def on_batch(batch: list[StoredMessage]) -> None:
             for m in batch:

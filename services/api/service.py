@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -163,6 +164,8 @@ class ApiService:
             await _respond(req, protocol.encoder.encode(protocol.Reply(ok=result, seq=seq)))
         except OpenWeightsError as exc:
             await self._error(req, exc.code, exc.message)
+        except asyncpg.DataError as exc:  # a value Postgres refuses: the request's fault
+            await self._error(req, InvalidRequest.code, f"invalid {endpoint} request: {exc}")
         except _OUTAGES as exc:  # Postgres or JetStream away: retryable, the SDK retries
             log.warning("api.dependency_unavailable", endpoint=endpoint, error=str(exc))
             await self._error(req, Unavailable.code, f"{endpoint}: a backing store is "
@@ -219,8 +222,34 @@ async def _no_kick(token_id: str) -> int:
 
 def _decode(endpoint: str, data: bytes) -> protocol.Request:
     try:
-        return protocol.DECODERS[endpoint].decode(data)  # type: ignore[no-any-return]
+        body: protocol.Request = protocol.DECODERS[endpoint].decode(data)
     except msgspec.ValidationError as exc:
         raise InvalidRequest(f"invalid {endpoint} request: {exc}") from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter itself
         raise InvalidRequest(f"invalid {endpoint} request: not JSON") from None
+    # Postgres stores no NUL in text or jsonb: an appended one would stop the projector
+    # at that event for good. In JSON a NUL can only be written as this escape.
+    if b"\\u0000" in data and _has_nul(msgspec.json.decode(data)):
+        raise InvalidRequest(f"invalid {endpoint} request: text may not contain NUL (\\u0000)")
+    for name in body.__struct_fields__:  # an instant must exist in UTC (Postgres keeps it so)
+        value = getattr(body, name)
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise InvalidRequest(f"invalid {endpoint} request: {name} {value.isoformat()} "
+                                     "is out of range") from None
+    return body
+
+
+def _has_nul(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str) and "\x00" in v:
+            return True
+        if isinstance(v, dict):
+            stack += [*v, *v.values()]
+        elif isinstance(v, list):
+            stack += v
+    return False

@@ -23,6 +23,7 @@ from services.api.auth import check_worker
 from services.api.service import ApiService, Context, Seq
 
 SECRET_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+MAX_TOKEN_LIFE_S = 100 * 365 * 24 * 3600
 
 
 def install(api: ApiService) -> None:
@@ -61,8 +62,9 @@ def install(api: ApiService) -> None:
     async def create(ctx: Context, req: protocol.TokenCreateReq) -> Seq:
         if not req.name.strip():
             raise InvalidRequest("a token needs a name (--name)")
-        if req.expires_in_s is not None and req.expires_in_s <= 0:
-            raise InvalidRequest("expires_in_s must be positive")
+        if req.expires_in_s is not None and not 0 < req.expires_in_s <= MAX_TOKEN_LIFE_S:
+            # Beyond the bound the expiry date overflows (and means "never" anyway).
+            raise InvalidRequest(f"expires_in_s must be positive and at most {MAX_TOKEN_LIFE_S}")
         plain = tokens.new_token()
         expires = (datetime.now(UTC) + timedelta(seconds=req.expires_in_s)
                    if req.expires_in_s else None)
@@ -97,7 +99,7 @@ def install(api: ApiService) -> None:
 
         if not req.values:
             raise InvalidRequest("no secrets given (KEY=VALUE)")
-        bad = [k for k in req.values if not re.match(SECRET_NAME, k)]
+        bad = [k for k in req.values if not re.fullmatch(SECRET_NAME, k)]
         if bad:
             raise InvalidRequest(f"secret name(s) {bad} must be letters, digits and '_', "
                                  "not starting with a digit")

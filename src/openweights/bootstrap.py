@@ -16,7 +16,7 @@ from openweights.adapters.postgres.db import connect, migrate
 from openweights.config import Settings
 from openweights.domain import org
 from openweights.domain.commands import CreateOrganization
-from openweights.errors import ConcurrencyConflict, StackUnavailable
+from openweights.errors import AuthenticationError, ConcurrencyConflict, StackUnavailable
 from openweights.events import Actor
 from openweights.subjects import Subjects, check_token
 
@@ -77,7 +77,14 @@ async def create_organization(settings: Settings, org_id: str, name: str,
 
     subjects = Subjects(settings.namespace)
     check_token(org_id, "organization id")
-    nc = await nats.connect(settings.nats_url, allow_reconnect=False, connect_timeout=5)
+    try:
+        nc = await nats.connect(settings.nats_url, allow_reconnect=False, connect_timeout=5)
+    except Exception as exc:  # nats-py raises several unrelated types here
+        if "authorization" in str(exc).lower():
+            raise AuthenticationError(
+                "creating an organization needs the services' NATS credentials "
+                "(OW_NATS_URL=nats://svc:<password>@host:port); a token is not enough") from None
+        raise StackUnavailable(f"cannot reach NATS: {exc}") from None
     try:
         log = EventLog(nc, nc.jetstream(), subjects)
         await ensure_organization(log, subjects, org_id, name)

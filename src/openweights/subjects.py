@@ -27,7 +27,7 @@ _TOKEN = re.compile(r"^[^.*>\s]{1,200}$")
 
 
 def check_token(value: str, what: str = "id") -> str:
-    if not isinstance(value, str) or not _TOKEN.match(value):
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):  # "$" passes "a\n"
         raise InvalidRequest(
             f"{what} {value!r} is not usable: it must be 1-200 characters without "
             "dots, '*', '>' or whitespace"

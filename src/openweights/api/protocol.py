@@ -9,13 +9,22 @@ is ``{"ok": <result>, "seq": <log position>}`` or ``{"error": {"code", "message"
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 PROTOCOL_VERSION = 1
 MAX_REQUEST_BYTES = 1 << 20  # larger data goes up as a file
 CHUNK_BYTES = 1 << 20
+
+
+# Bounds the read models need: a value the projector cannot write would stop it at that
+# event for good, so it is refused here. Counts go to `integer` columns (CHECK >= 0);
+# positions and offsets to `bigint` or a file offset; instants are compared with the
+# services' aware clocks (a naive one makes the comparison raise).
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+Position = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Instant = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 class Request(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -59,7 +68,7 @@ class FileGet(Request, kw_only=True):
 
 class FileRead(Request, kw_only=True):
     file_id: str
-    offset: int = 0
+    offset: Position = 0
     length: int = CHUNK_BYTES
 
 
@@ -71,9 +80,9 @@ class JobSubmit(Request, kw_only=True):
     params: dict[str, Any] = {}
     script: str
     docker_image: str
-    requires_vram_gb: int | None = 0
+    requires_vram_gb: Count | None = 0
     allowed_hardware: list[str] | None = None
-    timeout: datetime | None = None
+    timeout: Instant | None = None
     job_id_suffix: str | None = None
 
 
@@ -112,7 +121,7 @@ class RunRef(Request, kw_only=True):
 class EventList(Request, kw_only=True):
     job_id: str | None = None
     run_id: str | None = None
-    after_seq: int = 0
+    after_seq: Position = 0
     limit: int = 10_000
 
 
@@ -143,7 +152,7 @@ class ScriptRunEnd(Request, kw_only=True):
 
 class LogRead(Request, kw_only=True):
     run_id: str
-    after_seq: int = 0
+    after_seq: Position = 0
     limit: int = 10_000
 
 
@@ -153,10 +162,10 @@ class AgentRegister(Request, kw_only=True):
     docker_image: str
     hardware_type: str
     gpu_type: str | None = None
-    gpu_count: int = 0
-    vram_gb: int = 0
+    gpu_count: Count = 0
+    vram_gb: Count = 0
     managed: bool = False
-    ttl_until: datetime | None = None
+    ttl_until: Instant | None = None
 
 
 class AgentRun(Request, kw_only=True):
@@ -187,7 +196,7 @@ class AgentStopped(Request, kw_only=True):
 
 class AgentTTL(Request, kw_only=True):
     worker_id: str
-    ttl_until: datetime
+    ttl_until: Instant
 
 
 class Assignment(msgspec.Struct, kw_only=True):

@@ -85,6 +85,7 @@ class Files(_Resource):
 
     async def _chunks(self, file_id: str) -> AsyncIterator[bytes]:
         t, offset = self._t, 0
+        await t.connect()  # the org in t.subject() is known once connected
         while True:
             body = protocol.encoder.encode(protocol.FileRead(file_id=file_id, offset=offset))
             msg = await t.request(t.subject("files.read"), body)

@@ -8,6 +8,7 @@ anything else is raised at once as the package's own typed error.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import socket
@@ -83,6 +84,13 @@ class Transport:
             if "authorization" in str(exc).lower():
                 self.auth_refused = True
                 refused.set()
+                if connected and not connected[0].is_closed:
+                    # Refused on reconnect (revoked): stop knocking every 0.5 s; the
+                    # next call connects afresh and says why it cannot.
+                    asyncio.get_running_loop().create_task(connected[0].close())
+
+        async def on_reconnected() -> None:
+            self.auth_refused = False  # admitted again: a refusal was a callout outage
 
         connected: list[Client] = []
         async with anyio.create_task_group() as tg:
@@ -91,7 +99,8 @@ class Transport:
                     url, name=f"ow-sdk-{socket.gethostname()}-{os.getpid()}",
                     max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5,
                     allow_reconnect=True, token=self.api_key,
-                    inbox_prefix=f"_INBOX.{self.principal}".encode(), error_cb=on_error))
+                    inbox_prefix=f"_INBOX.{self.principal}".encode(), error_cb=on_error,
+                    reconnected_cb=on_reconnected))
                 tg.cancel_scope.cancel()
 
             async def give_up() -> None:
@@ -142,6 +151,7 @@ class Transport:
 
             raise InvalidRequest(f"invalid arguments for {endpoint}: {exc}") from None
         payload = protocol.encoder.encode(body)
+        await self.connect()  # with a token, the subject's org comes from `whoami`
         delay, deadline = 0.1, anyio.current_time() + self.retry_for_s
         while True:
             msg = await self.request(self.subject(endpoint), payload)
@@ -168,11 +178,11 @@ class Transport:
     async def request(self, subject: str, payload: bytes,
                       headers: dict[str, str] | None = None) -> Any:
         nc = await self.connect()
-        if self.auth_refused:
-            raise AuthenticationError("OPENWEIGHTS_API_KEY was revoked or expired while "
-                                      "connected; create a new one with `ow token create`")
         delay, deadline = 0.1, anyio.current_time() + self.retry_for_s
         while True:
+            if self.auth_refused:  # a reconnect was refused: kicked after a revocation
+                raise AuthenticationError("OPENWEIGHTS_API_KEY was revoked or expired while "
+                                          "connected; create a new one with `ow token create`")
             try:
                 return await nc.request(subject, payload, timeout=self.settings.request_timeout_s,
                                         headers=headers)

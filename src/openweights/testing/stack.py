@@ -7,9 +7,10 @@ SDK against it from the main thread.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import anyio
@@ -101,7 +102,10 @@ def services_thread(settings: Settings, names: tuple[str, ...] = ("projector", "
         yield
     finally:
         if stop:
-            stop[0]()
+            # A service that died ended the loop already: raise its error, below.
+            with suppress(anyio.RunFinishedError):
+                stop[0]()
         thread.join(30)
-        if failure and not isinstance(failure[0], anyio.get_cancelled_exc_class()):
+        # The services ran on asyncio (see target); this thread runs no event loop.
+        if failure and not isinstance(failure[0], asyncio.CancelledError):
             raise failure[0]

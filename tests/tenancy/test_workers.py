@@ -1,0 +1,211 @@
+"""Worker credentials cannot exceed their scope (issue 5, Roles).
+
+Org A runs two workers, w1 and w2, each with credentials minted like the provisioner's
+(``role="worker"``, bound to one worker id) and each running one job that mounts a
+file. w1's credentials may act only for w1 and its job, read only its job's files, get
+secrets only for its own running job, and never mint tokens or read other secrets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import nats
+import pytest
+
+from openweights import OpenWeights
+from openweights.errors import Fenced, Forbidden, NotFound, OpenWeightsError
+from openweights.sdk.logs import read_logs
+from tests.tenancy.conftest import A, Errors, World, raw_connect, retry, wait_flushed
+
+
+@dataclass
+class Fleet:
+    world: World
+    w1: OpenWeights
+    w1_token: str
+    w2_token: str
+    job1: str
+    job2: str
+    mounted1: str
+    mounted2: str
+    loose: str
+    file_b: str
+
+
+def _call(ow: OpenWeights, endpoint: str, **fields: Any) -> Any:
+    return ow.call(ow.transport.call(endpoint, **fields))
+
+
+@pytest.fixture
+def fleet(world: World, tmp_path: Path) -> Fleet:
+    a, b = world.ow("a_admin"), world.ow("b_admin")
+    a.secrets.set(HF_TOKEN="hf-of-a")
+    files = {}
+    for name in ("mounted1", "mounted2", "loose"):
+        path = tmp_path / name
+        path.write_bytes(f"contents of {name}".encode())
+        files[name] = a.files.upload(path, "blob")["id"]
+    path = tmp_path / "b"
+    path.write_bytes(b"contents of b")
+    file_b = b.files.upload(path, "blob")["id"]
+    jobs = {}
+    for n in (1, 2):
+        jobs[n] = a.call(a.jobs._submit(id_prefix=f"job{n}", script="s", docker_image="i",
+                                        params={"mount": files[f"mounted{n}"]})).id
+    worker_tokens = {n: world.worker_token(A, f"w{n}") for n in (1, 2)}
+    for n in (1, 2):
+        w = world.ow(worker_tokens[n])
+        _call(w, "agent.register", worker_id=f"w{n}", docker_image="i", hardware_type="cpu")
+        world.start_run(A, jobs[n], f"w{n}", f"run-{n}")
+    w1 = world.ow(worker_tokens[1])
+    retry(lambda: _call(w1, "jobs.get", job_id=jobs[1]), "w1's job")
+    retry(lambda: _call(world.ow(worker_tokens[2]), "run.log", run_id="run-2",
+                        events=[{"step": 1}]), "run-2 known")
+    return Fleet(world, w1, worker_tokens[1], worker_tokens[2], jobs[1], jobs[2],
+                 files["mounted1"], files["mounted2"], files["loose"], file_b)
+
+
+def test_a_worker_cannot_mint_tokens_read_secrets_or_query_the_org(fleet: Fleet) -> None:
+    w1 = fleet.w1
+    forbidden = [
+        lambda: w1.tokens.create("mine"), lambda: w1.tokens.create("mine", role="admin"),
+        lambda: w1.tokens.list(), lambda: w1.tokens.revoke(fleet.world.tid("a_admin")),
+        lambda: w1.secrets.show(), lambda: w1.secrets.list(),
+        lambda: w1.secrets.set(HF_TOKEN="x"), lambda: w1.secrets.remove("HF_TOKEN"),
+        lambda: w1.jobs.list(), lambda: w1.jobs.find(mount=fleet.mounted2),
+        lambda: w1.runs.list(), lambda: w1.runs.retrieve("run-2"),
+        lambda: w1.events.list(job_id=fleet.job2), lambda: w1.jobs.cancel(fleet.job2),
+        lambda: w1.jobs.restart(fleet.job2),
+        lambda: w1.call(w1.jobs._submit(id_prefix="x", script="s", docker_image="i")),
+    ]
+    for call in forbidden:
+        with pytest.raises(Forbidden):
+            call()
+    admin = fleet.world.ow("a_admin")
+    assert admin.secrets.show() == {"HF_TOKEN": "hf-of-a"}
+    assert {t["id"] for t in admin.tokens.list()} == {fleet.world.tid("a_admin"),
+                                                      fleet.world.tid("a_user")}
+    assert admin.jobs.retrieve(fleet.job2).status == "in_progress"
+
+
+def test_a_worker_reads_only_its_own_jobs_files(fleet: Fleet) -> None:
+    w1 = fleet.w1
+    assert w1.files.content(fleet.mounted1) == b"contents of mounted1"
+    assert _call(w1, "jobs.get", job_id=fleet.job1)["id"] == fleet.job1
+    for file_id in (fleet.mounted2, fleet.loose, fleet.file_b):
+        with pytest.raises(NotFound):
+            w1.files.content(file_id)
+        with pytest.raises(NotFound):
+            w1.files.get_by_id(file_id)
+    with pytest.raises(NotFound):
+        _call(w1, "jobs.get", job_id=fleet.job2)
+
+
+def test_a_worker_cannot_act_for_another_worker(fleet: Fleet) -> None:
+    w1 = fleet.w1
+    for_w2: list[tuple[str, dict[str, Any]]] = [
+        ("agent.register", {"worker_id": "w2", "docker_image": "i", "hardware_type": "cpu"}),
+        ("agent.run.start", {"worker_id": "w2", "job_id": fleet.job2, "run_id": "run-2"}),
+        ("agent.run.end", {"worker_id": "w2", "job_id": fleet.job2, "run_id": "run-2",
+                           "outcome": "failed"}),
+        ("agent.run.uploaded", {"worker_id": "w2", "job_id": fleet.job2, "run_id": "run-2",
+                                "files": [{"path": "x", "file": fleet.mounted1}]}),
+        ("agent.stopped", {"worker_id": "w2", "reason": "bye"}),
+        ("agent.ttl", {"worker_id": "w2", "ttl_until": datetime.now(UTC) + timedelta(days=9)}),
+        ("agent.secrets", {"worker_id": "w2"}),
+    ]
+    for endpoint, fields in for_w2:
+        with pytest.raises(Forbidden):
+            _call(w1, endpoint, **fields)
+    # Under its own name, on w2's run: fenced or not found, never applied.
+    for endpoint, fields in [
+        ("agent.run.end", {"worker_id": "w1", "job_id": fleet.job2, "run_id": "run-2",
+                           "outcome": "failed"}),
+        ("agent.run.uploaded", {"worker_id": "w1", "job_id": fleet.job2, "run_id": "run-2",
+                                "files": [{"path": "x", "file": fleet.mounted1}]}),
+        ("run.log", {"run_id": "run-2", "events": [{"forged": True}]}),
+    ]:
+        with pytest.raises((Fenced, NotFound)):
+            _call(w1, endpoint, **fields)
+    admin = fleet.world.ow("a_admin")
+    assert admin.jobs.retrieve(fleet.job2).status == "in_progress"
+    assert [e["data"] for e in admin.events.list(job_id=fleet.job2)] == [{"step": 1}]
+    # Its own job's secrets, while it runs it: allowed.
+    assert _call(w1, "agent.secrets", worker_id="w1") == {"HF_TOKEN": "hf-of-a"}
+
+
+def test_a_worker_cannot_read_another_workers_logs(fleet: Fleet) -> None:
+    async def publish() -> None:
+        nc = await raw_connect(fleet.world, fleet.w2_token)
+        await nc.publish(fleet.world.subjects.log(A, "run-2", "w2"), b"w2's output\n")
+        await nc.flush()
+        await nc.close()
+
+    def logs(ow: OpenWeights) -> list[Any]:
+        async def read() -> list[Any]:
+            return [x async for x in read_logs(ow, "run-2")]
+        return ow.call(read())  # type: ignore[no-any-return]
+
+    anyio.run(publish)
+    admin = fleet.world.ow("a_admin")
+    assert retry(lambda: logs(admin) or 1 / 0, "w2's output stored")[0][1] == "w2's output\n"
+    assert logs(fleet.world.ow(fleet.w2_token)) == [(1, "w2's output\n")]  # its own: yes
+    try:
+        seen = logs(fleet.w1)
+    except OpenWeightsError as exc:
+        assert isinstance(exc, NotFound | Forbidden)
+        return
+    assert seen == []
+
+
+def test_a_worker_cannot_use_another_workers_subjects(fleet: Fleet) -> None:
+    world = fleet.world
+    s = world.subjects
+
+    async def check() -> None:
+        svc = await nats.connect(str(world.settings.nats_url), allow_reconnect=False)
+        js = svc.jetstream()
+        errors = Errors()
+        w1 = await raw_connect(world, fleet.w1_token, errors)
+        got: list[str] = []
+
+        async def cb(msg: Any) -> None:
+            got.append(msg.subject)
+
+        for subject in (s.agent(A, "w2"), s.live(A, "worker", "w2"), f"{world.ns}agent.{A}.*",
+                        f"{world.ns}hb.>", f"{world.ns}log.>", f"{world.ns}livelog.{A}.w2.>"):
+            await w1.subscribe(subject, cb=cb)
+        own = await w1.subscribe(s.agent(A, "w1"))
+        await wait_flushed(w1)
+        logs_before = (await js.stream_info(s.logs_stream)).state.last_seq
+        hb_before = (await js.stream_info(s.heartbeats_stream)).state.last_seq
+        await w1.publish(s.heartbeat(A, "w2"), b"{}")
+        await w1.publish(s.log(A, "run-2", "w2"), b"forged line\n")
+        await w1.publish(s.agent(A, "w2"), b"{}")
+        await w1.flush()
+        for subject in (s.agent(A, "w2"), s.live(A, "worker", "w2")):
+            await errors.wait_for(f'permissions violation for subscription to "{subject}"')
+        for subject in (s.heartbeat(A, "w2"), s.log(A, "run-2", "w2")):
+            await errors.wait_for(f'permissions violation for publish to "{subject}"')
+        await svc.publish(s.agent(A, "w2"), b"assignment for w2")
+        await svc.publish(s.agent(A, "w1"), b"assignment for w1")
+        await svc.flush()
+        assert (await own.next_msg(timeout=5)).data == b"assignment for w1"
+        await anyio.sleep(0.2)
+        assert got == []
+        assert (await js.stream_info(s.logs_stream)).state.last_seq == logs_before
+        assert (await js.stream_info(s.heartbeats_stream)).state.last_seq == hb_before
+        # Its own heartbeat is stored: the refusals above are about w2, not about w1.
+        await w1.publish(s.heartbeat(A, "w1"), b"{}")
+        await w1.flush()
+        stored = await js.get_last_msg(s.heartbeats_stream, s.heartbeat(A, "w1"))
+        assert stored.seq > hb_before
+        await w1.close()
+        await svc.close()
+
+    anyio.run(check)
