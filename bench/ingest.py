@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import statistics
 import sys
 import time
@@ -26,6 +27,7 @@ from _common import servers
 from openweights.adapters.postgres.db import connect
 from openweights.adapters.projected import ProjectionWatcher
 from openweights.config import Settings
+from openweights.logs import configure_logging
 from openweights.sdk.client import AsyncOpenWeights, OpenWeights
 from openweights.subjects import Subjects
 from openweights.testing.stack import services_thread
@@ -107,6 +109,7 @@ async def one_run(n: int) -> dict[str, float]:
 
 
 def main() -> int:
+    configure_logging(json=True, level=logging.WARNING)  # the services' logs: stderr only
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=3)

@@ -62,22 +62,27 @@ def main() -> int:
     OUT.mkdir(exist_ok=True)
     sections, failed = [], []
     for name, script, full, quick, what in BENCHES:
-        if args.only and name not in args.only:
-            continue
         if not (HERE / script).exists():
             continue
         extra = quick if args.quick else full
         if "--plot-dir" in _help(script):
             extra = [*extra, "--plot-dir", str(OUT)]
-        print(f"running {name} ...", flush=True)
-        code, out, secs = run(script, extra)
-        (OUT / f"{name}.txt").write_text(out)
-        if code != 0:
-            failed.append(name)
+        if args.only and name not in args.only:
+            # Not rerun: keep what its last run printed (with how it was run).
+            if not (OUT / f"{name}.txt").exists():
+                continue
+            out = (OUT / f"{name}.txt").read_text()
+            how = (OUT / f"{name}.how").read_text() if (OUT / f"{name}.how").exists() else ""
+        else:
+            print(f"running {name} ...", flush=True)
+            code, out, secs = run(script, extra)
+            how = f"`python bench/{script} {' '.join(extra)}` — exit {code}, {secs:.0f} s"
+            (OUT / f"{name}.txt").write_text(out)
+            (OUT / f"{name}.how").write_text(how)
+            if code != 0:
+                failed.append(name)
         plots = sorted(OUT.glob(f"{name}*.png"))
-        body = [f"## {name}: {what}", "",
-                f"`python bench/{script} {' '.join(extra)}` — exit {code}, {secs:.0f} s", "",
-                "```", out.strip() or "(no output)", "```"]
+        body = [f"## {name}: {what}", "", how, "", "```", out.strip() or "(no output)", "```"]
         body += [f"![{p.stem}](out/{p.name})" for p in plots]
         sections.append("\n".join(body))
     header = [

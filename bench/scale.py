@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import resource
 import sys
@@ -36,6 +37,7 @@ from openweights.config import Settings
 from openweights.domain import job, worker
 from openweights.domain.commands import CompleteRun, RegisterWorker, StartRun, SubmitJob
 from openweights.events import Actor, encode
+from openweights.logs import configure_logging
 from openweights.subjects import Subjects
 from services.scheduler.scheduler import Scheduler
 
@@ -132,6 +134,7 @@ async def run(jobs: int, workers: int) -> None:
 
 
 def main() -> int:
+    configure_logging(json=True, level=logging.WARNING)  # the services' logs: stderr only
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--jobs", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=200)
