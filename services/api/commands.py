@@ -49,7 +49,9 @@ class Executor:
                 continue
             if not events:
                 return [], 0, state
-            msg_id = f"{org}:{request_id}:{attempt}" if request_id else None
+            # Keyed by the aggregate too: a request id reused for another aggregate is a
+            # new command, not a retry (deduplicated, it was not applied: no state after).
+            msg_id = f"{subject}:{request_id}:{attempt}" if request_id else None
             try:
                 ack = await self.log.append(subject, events, expected_last_subject_seq=expected,
                                             msg_id=msg_id)

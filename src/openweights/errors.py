@@ -107,12 +107,19 @@ class PayloadTooLarge(InvalidRequest):
     code = "too_large"
 
 
+class SecretKeyMissing(OpenWeightsError):
+    """No key to encrypt secrets with: set OW_SECRET_KEY (`ow up` creates one locally)."""
+
+    code = "secret_key_missing"
+    hint = "set OW_SECRET_KEY (`ow up` creates one locally)"
+
+
 BY_CODE: dict[str, type[OpenWeightsError]] = {
     cls.code: cls
     for cls in (
         OpenWeightsError, InvalidRequest, NotFound, Conflict, IllegalTransition, Fenced,
         ConcurrencyConflict, Forbidden, AuthenticationError, Unavailable, StackUnavailable,
-        PayloadTooLarge,
+        PayloadTooLarge, SecretKeyMissing,
     )
 }
 

@@ -10,13 +10,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from openweights.errors import InvalidRequest, OpenWeightsError
-
-
-class SecretKeyMissing(OpenWeightsError):
-    """No key to encrypt secrets with: set OW_SECRET_KEY (`ow up` creates one locally)."""
-
-    code = "secret_key_missing"
+from openweights.errors import InvalidRequest, SecretKeyMissing
 
 
 def new_key() -> str:

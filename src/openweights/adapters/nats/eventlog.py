@@ -7,6 +7,7 @@ unable to both win; ``Nats-Msg-Id`` makes a retried command append nothing new.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,7 +54,8 @@ class EventLog:
         if expected_last_subject_seq is not None:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_subject_seq)
         if msg_id is not None:
-            headers["Nats-Msg-Id"] = msg_id
+            # Made of a client's request id (any length): hashed, it fits in a header.
+            headers["Nats-Msg-Id"] = hashlib.sha256(msg_id.encode()).hexdigest()
         try:
             ack = await self.js.publish(subject, encode(events), timeout=self.timeout,
                                         headers=headers or None)

@@ -1,0 +1,74 @@
+"""Fuzzing every service subject with hypothesis (the cases and the properties each one
+keeps are in ``conftest.py``): typed, mutated and raw requests to every api endpoint,
+corrupted dataset uploads, ``whoami`` and the agent's assignment subject.
+
+A few hundred cases; ``bench/fuzz.py`` runs 10,000 of the same.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from openweights.api import protocol
+
+# ``fuzz`` is conftest's Runner: call it with a case, get the case's Outcome.
+# Cases change the stack (and the ids later cases draw), so a shrunk case is not the
+# failing one: report the failure as found, with the property it broke.
+FUZZ = {"deadline": None, "database": None, "phases": [Phase.explicit, Phase.generate],
+        "suppress_health_check": list(HealthCheck)}
+
+
+def run(fuzz: Any, strategy: st.SearchStrategy, examples: int) -> Counter[str]:
+    """Run ``examples`` cases; every one must keep the properties. Their statuses."""
+    seen: Counter[str] = Counter()
+
+    @settings(max_examples=examples, **FUZZ)
+    @given(strategy)
+    def one(case: object) -> None:
+        outcome = fuzz(case)
+        seen[outcome.status] += 1
+        assert outcome.status != "error", f"{outcome.detail}\n  case: {case!r:.1500}"
+
+    one()
+    return seen
+
+
+def test_typed_requests_to_every_endpoint(fuzz: Any) -> None:
+    accepted: Counter[str] = Counter()
+    for endpoint in protocol.ENDPOINTS:
+        accepted[endpoint] = run(fuzz, fuzz.strategies.typed(endpoint), 6)["accepted"]
+    assert run(fuzz, fuzz.strategies.valid(), 30)["accepted"] == 30
+    assert sum(accepted.values()) > 0
+
+
+def test_mutated_requests_to_every_endpoint(fuzz: Any) -> None:
+    statuses: Counter[str] = Counter()
+    for endpoint in protocol.ENDPOINTS:
+        statuses += run(fuzz, fuzz.strategies.mutated(endpoint), 4)
+    assert statuses["rejected:invalid"] > 0
+
+
+def test_raw_bytes_to_every_service_subject(fuzz: Any) -> None:
+    statuses: Counter[str] = Counter()
+    for endpoint in (*protocol.ENDPOINTS, protocol.UPLOAD_CHUNK):
+        statuses += run(fuzz, fuzz.strategies.raw(endpoint), 3)
+    statuses += run(fuzz, fuzz.strategies.whoami(), 20)
+    statuses += run(fuzz, fuzz.strategies.assignment(), 40)
+    assert statuses["rejected:invalid"] > 0
+
+
+def test_corrupted_dataset_uploads(fuzz: Any) -> None:
+    statuses = run(fuzz, fuzz.strategies.upload(), 60)
+    assert statuses["rejected:invalid"] > 0
+
+
+def test_secrets_without_a_secret_key(fuzz_without_secret_key: Any) -> None:
+    fuzz = fuzz_without_secret_key
+    refused = fuzz.call("secrets.set", values={"TOKEN": "x"})
+    assert refused.status == "rejected:secret_key_missing", refused
+    for endpoint in ("secrets.set", "secrets.show", "secrets.list", "agent.secrets"):
+        run(fuzz, fuzz.strategies.typed(endpoint), 8)
