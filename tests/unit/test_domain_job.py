@@ -207,7 +207,8 @@ MATRIX: list[tuple[JobCommand, Actor, str]] = [
     # absent   pending  in_progress completed failed canceled
     (submit(), CLIENT, "event noop noop noop event event"),
     (RestartJob(), CLIENT, "illegal illegal illegal event event event"),
-    (CancelJob(), CLIENT, "illegal event event illegal illegal illegal"),
+    # Canceling a canceled job again (a retried request) changes nothing.
+    (CancelJob(), CLIENT, "illegal event event illegal illegal noop"),
     (CancelJob(reason="timeout", run_id="r1", worker_id=W1), A1,
      "illegal fenced event fenced fenced fenced"),
     (AssignJob(worker_id=W2, run_id="r2"), SCHEDULER,

@@ -226,6 +226,8 @@ def _decide_submit(state: JobState | None, cmd: SubmitJob, meta: dict[str, Any])
 
 def _decide_cancel(state: JobState, cmd: CancelJob, meta: dict[str, Any]) -> list[Event]:
     name = "CancelJob"
+    if state.status == "canceled" and cmd.worker_id is None:
+        return []  # canceled already: a retried cancel (lost reply) is not an error
     if cmd.worker_id is not None:
         # A worker cancels only its own open run (its timeout passed).
         assert cmd.run_id is not None, "a worker cancels a named run"

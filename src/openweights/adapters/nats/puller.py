@@ -35,6 +35,8 @@ class Puller:
         self._outstanding = 0
         self._inbox = ""
         self._last_reply: str | None = None
+        self._heard = 0.0  # when the outstanding request last sent anything, status or not
+        self._silence_s = expires_s + 1.0
 
     async def open(self, start_seq: int) -> None:
         """(Re)create the consumer at ``start_seq``: the caller's checkpoint is the truth."""
@@ -51,11 +53,13 @@ class Puller:
 
     async def _request(self) -> None:
         self._outstanding = self.batch
+        self._heard = anyio.current_time()
         body = json.dumps({"batch": self.batch, "expires": self.expires_ns}).encode()
         await self.nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.durable}",
                               body, reply=self._inbox)
 
     async def _on_msg(self, msg: Msg) -> None:
+        self._heard = anyio.current_time()
         if not msg.reply:  # a status: 404 no messages, 408 request expired, 409 ...
             await self._request()
             return
@@ -70,10 +74,15 @@ class Puller:
         while True:
             # Watchdog, not a wait for a condition: a pull request dies with its server
             # (restart, failover) without a status reply, so ask again after a silence.
-            with anyio.move_on_after(self.expires_ns / 1e9 + 1.0) as silence:
+            # Only a true silence: a live request ends in a 408 status every `expires`,
+            # and re-asking past one would stack requests up to max_waiting, where every
+            # further one is refused (409) and re-asked at once, a busy loop.
+            with anyio.move_on_after(self._heard + self._silence_s - anyio.current_time()
+                                     ) as silence:
                 await self._wake.wait()
             if silence.cancelled_caught:
-                await self._request()
+                if anyio.current_time() >= self._heard + self._silence_s:
+                    await self._request()
                 continue
             self._wake = anyio.Event()
             msgs, self._buffer = self._buffer, []
