@@ -168,26 +168,40 @@ async def table_digests(conn: asyncpg.Connection, schema: str) -> dict[str, tupl
 
 async def verify(settings: Settings, *, live_schema: str = "public",
                  rebuild_schema: str = "ow_verify", limit: int = 20,
-                 progress: Progress | None = None) -> tuple[ReplayResult, list[Difference]]:
+                 progress: Progress | None = None,
+                 attempts: int = 5) -> tuple[ReplayResult, list[Difference]]:
     """Rebuild up to the live checkpoint and list every row that differs (up to ``limit``
-    per table). An empty list means the live read models equal the replay exactly."""
+    per table). An empty list means the live read models equal the replay exactly.
+
+    A running stack keeps projecting: the live tables are read in one snapshot together
+    with their checkpoint, and if that moved past the rebuild, the rebuild is redone up
+    to it (``attempts`` times), so only a real difference is ever reported.
+    """
     assert settings.database_url is not None
     conn = await connect(settings.database_url, schema=live_schema)
     try:
         checkpoint = await get_checkpoint(conn, CHECKPOINT)
     finally:
         await conn.close()
-    result = await rebuild(settings, rebuild_schema, to_seq=checkpoint, progress=progress)
-    conn = await connect(settings.database_url)
-    try:
-        live = await table_digests(conn, live_schema)
-        diffs: list[Difference] = []
-        for table in TABLES:
-            if live[table] == result.digests[table]:
-                continue
-            sql = query("diff_table").format(left=check_schema_name(live_schema),
-                                             right=rebuild_schema, table=table)
-            diffs += [Difference(table, r["side"], r["row"]) for r in await conn.fetch(sql, limit)]
-        return result, diffs
-    finally:
-        await conn.close()
+    for attempt in range(attempts):
+        result = await rebuild(settings, rebuild_schema, to_seq=checkpoint, progress=progress)
+        conn = await connect(settings.database_url, schema=live_schema)
+        try:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                now_at = await get_checkpoint(conn, CHECKPOINT)
+                if now_at != result.last_seq and attempt + 1 < attempts:
+                    checkpoint = now_at
+                    continue
+                live = await table_digests(conn, live_schema)
+                diffs: list[Difference] = []
+                for table in TABLES:
+                    if live[table] == result.digests[table]:
+                        continue
+                    sql = query("diff_table").format(left=check_schema_name(live_schema),
+                                                     right=rebuild_schema, table=table)
+                    diffs += [Difference(table, r["side"], r["row"])
+                              for r in await conn.fetch(sql, limit)]
+                return result, diffs
+        finally:
+            await conn.close()
+    raise AssertionError("unreachable: the last attempt always compares")
