@@ -21,14 +21,12 @@ import pytest
 from pydantic import BaseModel
 
 from openweights import AsyncOpenWeights, Jobs, OpenWeights, register
-from openweights.adapters.nats.eventlog import EventLog
-from openweights.adapters.nats.reader import StoredMessage, read_stream
 from openweights.config import Settings
-from openweights.domain import job as job_domain
 from openweights.domain.commands import AssignJob, CompleteRun, FailRun, StartRun
 from openweights.errors import IllegalTransition, InvalidRequest, NotFound
-from openweights.events import Actor, RunFileUploaded, decode
+from openweights.events import Actor, RunFileUploaded
 from openweights.subjects import Subjects
+from openweights.testing.drive import drive_job
 
 pytestmark = pytest.mark.anyio
 
@@ -38,30 +36,7 @@ WORKER = "w1"
 
 # -- playing the scheduler and the agent ------------------------------------------------
 async def drive(settings: Settings, job_id: str, *commands: object) -> int:
-    """Append one decision per command to the job's subject, with optimistic concurrency,
-    as the scheduler and the agent will; returns the last log position."""
-    subjects = Subjects(settings.namespace)
-    subject = subjects.job(settings.default_org, job_id)
-    nc = await nats.connect(settings.nats_url)
-    try:
-        js = nc.jetstream()
-        stored: list[StoredMessage] = []
-
-        async def on_batch(batch: list[StoredMessage]) -> None:
-            stored.extend(batch)
-
-        await read_stream(nc, js, subjects.events_stream, on_batch, filter_subjects=[subject])
-        state = job_domain.fold([e for m in stored for e in decode(m.data)])
-        last = stored[-1].seq if stored else 0
-        log = EventLog(nc, js, subjects)
-        for cmd in commands:
-            events = job_domain.decide(state, cmd, datetime.now(UTC),  # type: ignore[arg-type]
-                                       Actor("agent", WORKER))
-            last = (await log.append(subject, events, expected_last_subject_seq=last)).seq
-            state = job_domain.fold(events, state)
-        return last
-    finally:
-        await nc.close()
+    return await drive_job(settings, job_id, *commands, worker=WORKER)
 
 
 async def publish(settings: Settings, subject: str, payload: bytes) -> int:
