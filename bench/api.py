@@ -389,6 +389,18 @@ def report(runs: list[Run], args: argparse.Namespace, meter: Meter) -> None:
           f"{'MET' if s >= GOAL_SUBMISSIONS_PER_S else 'NOT MET'} (median {human(s)}/s)")
 
 
+def plot(runs: list[Run], args: argparse.Namespace) -> None:
+    from plots import latency_cdf
+
+    latency_cdf(args.plot_dir / "api_latency.png",
+                f"Sequential round trips ({len(runs)} run(s) pooled, {args.n} per run)",
+                {"": {"jobs.retrieve (SDK, api, Postgres)":
+                      [x for r in runs for x in r.retrieve_lat],
+                      "bare NATS request/reply (200 B echo)":
+                      [x for r in runs for x in r.echo_lat]}},
+                unit="µs", goal=("goal p50 ≤", GOAL_RETRIEVE_P50_S))
+
+
 # -- main -------------------------------------------------------------------------------------
 async def one_run(settings: Settings, job_id: str, i: int, args: argparse.Namespace,
                   meter: Meter) -> Run:
@@ -451,6 +463,8 @@ async def main(args: argparse.Namespace) -> None:
                           f"submissions {human(args.submissions / r.submit_s)}/s",
                           flush=True)
             report(runs, args, meter)
+            if args.plot_dir:
+                plot(runs, args)
             if args.profile and args.services == "thread":
                 await profile_phases(settings, job_id, args)
         if api_profile is not None and api_profile.exists():
@@ -474,6 +488,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--profile", type=int, nargs="?", const=25, default=0, metavar="TOP",
                    help="cProfile and print the TOP functions: both threads after the runs "
                         "(thread mode), or the api process throughout (process mode)")
+    p.add_argument("--plot-dir", type=Path, default=None,
+                   help="write api_latency.png (round-trip latency distributions) here")
     return p.parse_args()
 
 

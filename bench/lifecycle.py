@@ -603,6 +603,23 @@ def report(res: Results, args: argparse.Namespace) -> None:
                   f"| {m('postgres')} | {m('rest')} | {busy:.0%} |")
 
 
+def plot(res: Results, args: argparse.Namespace) -> None:
+    """Pickup latency CDFs per N (runs pooled) and lifecycles/s vs N, ours beside pq."""
+    from plots import latency_cdf, throughput_vs_agents
+
+    names = {"ours": "ours", "pq.noop": "procrastinate noop", "pq.spawn": "procrastinate spawn"}
+    v = res.values
+    latency_cdf(args.plot_dir / "lifecycle_pickup.png",
+                f"Pickup latency, submit -> job running ({args.runs} run(s) pooled)",
+                {f"N = C = {n}": {label: [x for run in v[(f"{key}.pickup", n)] for x in run]
+                                  for key, label in names.items()} for n in args.n},
+                goal=("goal p99 ≤", GOAL_P99_S))
+    throughput_vs_agents(args.plot_dir / "lifecycle_throughput.png",
+                         f"No-op job lifecycles/s ({args.jobs} jobs per run)",
+                         {label: {n: v[(f"{key}.e2e", n)] for n in args.n}
+                          for key, label in names.items()}, goal=("goal ≥", GOAL_RATE))
+
+
 async def main(args: argparse.Namespace) -> None:
     res = Results()
     async with servers() as (srv, _):
@@ -611,6 +628,8 @@ async def main(args: argparse.Namespace) -> None:
             for n in args.n:
                 await measure_n(srv, pq, n, args, res, meter)
     report(res, args)
+    if args.plot_dir:
+        plot(res, args)
 
 
 def parse_args() -> argparse.Namespace:
@@ -630,6 +649,8 @@ def parse_args() -> argparse.Namespace:
                    help="keep the agents' and services' output here (default: the temp dir)")
     p.add_argument("--quick", action="store_true",
                    help="1 run, 40 pickups, 400 e2e jobs per N: a smoke run")
+    p.add_argument("--plot-dir", type=Path, default=None,
+                   help="write lifecycle_pickup.png and lifecycle_throughput.png here")
     args = p.parse_args()
     if args.quick:
         args.runs, args.samples, args.warm, args.jobs = 1, 40, 5, 400

@@ -54,6 +54,7 @@ class TimedScheduler(Scheduler):
     def __init__(self, *args: object) -> None:
         super().__init__(*args)  # type: ignore[arg-type]
         self.samples: list[tuple[int, float, int]] = []  # (queue length, seconds, assigned)
+        self.rss: dict[int, float] = {}  # queue length // 1000 -> MB at its first pass
 
     async def assign_pass(self) -> int:
         queue = len(self._pending)
@@ -61,10 +62,12 @@ class TimedScheduler(Scheduler):
         n = await super().assign_pass()
         if n:
             self.samples.append((queue, time.perf_counter() - started, n))
+            if queue // 1000 not in self.rss:  # after the timing: not part of the decision
+                self.rss[queue // 1000] = rss_mb()
         return n
 
 
-async def run(jobs: int, workers: int) -> None:
+async def run(jobs: int, workers: int, plot_dir: Path | None = None) -> None:
     async with servers("scale") as (srv, database_url):
         settings = Settings(nats_url=srv.nats.url, database_url=database_url,
                             namespace=f"s{uuid.uuid4().hex[:8]}", scheduler_check_s=3600)
@@ -130,7 +133,26 @@ async def run(jobs: int, workers: int) -> None:
                   f"{secs / n * 1e6:>15,.0f}")
         print(f"scheduler process RSS: {rss_before:,.0f} MB before, {rss_mb():,.0f} MB "
               f"after folding {jobs:,} jobs")
+        if plot_dir:
+            plot(plot_dir, jobs, workers, sched.samples, sched.rss)
         await nc.close()
+
+
+def plot(plot_dir: Path, jobs: int, workers: int, samples: list[tuple[int, float, int]],
+         rss: dict[int, float]) -> None:
+    from plots import curve
+
+    by: dict[int, list[tuple[int, float, int]]] = defaultdict(list)
+    for sample in samples:
+        by[sample[0] // 1000].append(sample)
+    bs = sorted(by)
+    curve(plot_dir / "scale_curve.png",
+          f"Scheduler as {jobs:,} pending jobs drain on {workers} simulated workers",
+          [sum(q for q, _, _ in by[b]) / len(by[b]) for b in bs],
+          {"decision time (µs/assignment)": [sum(t for _, t, _ in by[b]) * 1e6
+                                             / sum(n for _, _, n in by[b]) for b in bs],
+           "process RSS (MB)": [rss[b] for b in bs]},
+          "queue length (pending jobs; mean of each 1,000-job bucket's passes)")
 
 
 def main() -> int:
@@ -138,8 +160,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--jobs", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=200)
+    ap.add_argument("--plot-dir", type=Path, default=None,
+                    help="write scale_curve.png (µs/assignment and RSS vs queue length) here")
     args = ap.parse_args()
-    asyncio.run(run(args.jobs, args.workers))
+    asyncio.run(run(args.jobs, args.workers, args.plot_dir))
     return 0
 
 
