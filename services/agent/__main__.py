@@ -19,11 +19,13 @@ from openweights.logs import configure_logging
 from openweights.stack import resolve
 from services.agent.agent import Agent
 from services.agent.gpu import HardwareInfo, detect_hardware
+from services.agent.process import watch_children_with_pidfd
 
 
 async def main() -> None:
     settings = resolve(Settings())
     configure_logging(settings.log_json)
+    watch_children_with_pidfd()
     worker_id = os.environ.get("OW_WORKER_ID") or f"unmanaged-{socket.gethostname()}-{os.getpid()}"
     if settings.local_fake_gpus > 0:
         hardware, real = HardwareInfo.fake_gpus(settings.local_fake_gpus,

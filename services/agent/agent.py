@@ -66,6 +66,9 @@ class Agent:
         self._send, self._queue = anyio.create_memory_object_stream[Assignment | None](
             math.inf)
         self.workdir_root = settings.home / "agent" / worker_id
+        self._base_env = dict(os.environ)  # decoded once, not for every job
+        # org -> (version, secrets) from the last start reply (see Assignment.secrets_seq)
+        self._secrets: dict[str, tuple[int, dict[str, str]]] = {}
         self.workdir_root.mkdir(parents=True, exist_ok=True)
 
     async def call(self, endpoint: str, **fields: Any) -> Any:
@@ -173,30 +176,62 @@ class Agent:
 
     # -- one job -------------------------------------------------------------------------
     async def _run_one(self, a: Assignment) -> None:
+        control = _RunControl(a.timeout)
+        nc = await self.t.connect()
+        # Listening before asking to start: a cancel landing meanwhile is not missed, and
+        # the subscription travels in the same write as the start request.
+        sub = await nc.subscribe(self.t.subjects.live(a.org, "job", a.job_id),
+                                 cb=control.on_job_event)
         try:
-            await self.call("agent.run.start", job_id=a.job_id, run_id=a.run_id)
-        except REFUSED as exc:
-            log.info("agent.assignment_stale", job=a.job_id, reason=str(exc))
-            return
-        if self.real_gpus:
-            try:
-                await reclaim_gpu(own_pids=[os.getpid()])
-            except ForeignGpuHolder as exc:
-                await self._end(a, "requeue", reason=f"GPU held by another container: {exc}")
-                self.stop("GPU held by another container")
+            cached = self._secrets.get(a.org)
+            if not self.real_gpus and cached is not None and cached[0] == a.secrets_seq:
+                # The assignment is in the log already and our copy of the secrets is
+                # current: the command starts while the api confirms the start. Should it
+                # refuse (canceled or reassigned meanwhile), the command is stopped and
+                # nothing is reported (a job may run more than once; it completes once).
+                await self._run(a, control, cached[1], confirm=True)
                 return
-            except GpuReclaimError as exc:
-                log.warning("agent.gpu_reclaim_failed", error=str(exc))
+            try:
+                secrets = await self._start(a)
+            except REFUSED as exc:
+                log.info("agent.assignment_stale", job=a.job_id, reason=str(exc))
+                return
+            if self.real_gpus:
+                try:
+                    await reclaim_gpu(own_pids=[os.getpid()])
+                except ForeignGpuHolder as exc:
+                    await self._end(a, "requeue",
+                                    reason=f"GPU held by another container: {exc}")
+                    self.stop("GPU held by another container")
+                    return
+                except GpuReclaimError as exc:
+                    log.warning("agent.gpu_reclaim_failed", error=str(exc))
+            await self._run(a, control, secrets, confirm=False)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await sub.unsubscribe()
+
+    async def _start(self, a: Assignment) -> dict[str, str]:
+        """Tell the api the run starts; returns the org's secrets (and keeps them, with
+        their version, for the next assignment). Raises one of ``REFUSED``."""
+        started = await self.call("agent.run.start", job_id=a.job_id, run_id=a.run_id)
+        secrets: dict[str, str] = started.get("secrets") or {}
+        if "secrets_seq" in started:
+            self._secrets[a.org] = (int(started["secrets_seq"]), secrets)
+        return secrets
+
+    async def _run(self, a: Assignment, control: _RunControl, secrets: dict[str, str], *,
+                   confirm: bool) -> None:
         self.current = a
         workdir = Path(tempfile.mkdtemp(prefix=f"{a.run_id}-", dir=self.workdir_root))
-        log_path = self.workdir_root / f"{a.run_id}.log"
         try:
-            await self._execute(a, workdir, log_path)
+            await self._execute(a, workdir, control, secrets, confirm=confirm)
         finally:
             self.current = None
-            shutil.rmtree(workdir, ignore_errors=True)
+            _remove_workdir(workdir)
 
-    async def _execute(self, a: Assignment, workdir: Path, log_path: Path) -> None:
+    async def _execute(self, a: Assignment, workdir: Path, control: _RunControl,
+                       secrets: dict[str, str], *, confirm: bool) -> None:
         (workdir / "uploads").mkdir()
         for target, file_id in (a.params.get("mounted_files") or {}).items():
             dest = (workdir / target).resolve()
@@ -204,51 +239,42 @@ class Agent:
                 raise OpenWeightsError(f"mount target {target!r} escapes the working directory")
             dest.parent.mkdir(parents=True, exist_ok=True)
             await self.ow.files._download_to(file_id, dest)
-        secrets = await self.call("agent.secrets")
-        env = build_job_env(os.environ, run_id=a.run_id, n_gpus=self.hardware.gpu_count,
+        env = build_job_env(self._base_env, run_id=a.run_id, n_gpus=self.hardware.gpu_count,
                             secrets=secrets)
         env.update(OPENWEIGHTS_JOB_ID=a.job_id, OW_WORKER_ID=self.worker_id)
-        cancel, why = anyio.Event(), {"reason": "canceled"}
-        deadline = {"at": a.timeout}
         nc = await self.t.connect()
         log_subject = self.t.subjects.log(a.org, a.run_id, self.worker_id)
-
-        async def on_job_event(msg: Msg) -> None:
-            for event in decode(msg.data):
-                if isinstance(event, JobCanceled):
-                    why["reason"] = "timeout" if event.reason == "timeout" else "canceled"
-                    cancel.set()
-                elif isinstance(event, JobTimeoutExtended):
-                    deadline["at"] = event.timeout
+        log_path = self.workdir_root / f"{a.run_id}.log"
+        refused: list[Exception] = []
+        confirmed = anyio.Event()
 
         async def on_line(line: bytes) -> None:
             await nc.publish(log_subject, line + b"\n")
 
-        async def watch() -> None:
-            while not cancel.is_set():
-                if self.stopping.is_set():
-                    why["reason"] = "shutdown"
-                    cancel.set()
-                    return
-                at = deadline["at"]
-                if at is not None and at <= datetime.now(UTC):
-                    why["reason"] = "timeout"
-                    cancel.set()
-                    return
-                with anyio.move_on_after(1.0):  # re-check the (extendable) deadline
-                    await self.stopping.wait()
+        async def confirm_start() -> None:
+            try:
+                await self._start(a)
+            except REFUSED as exc:
+                refused.append(exc)
+                control.stop("refused")
+            finally:
+                confirmed.set()
 
-        sub = await nc.subscribe(self.t.subjects.live(a.org, "job", a.job_id), cb=on_job_event)
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(watch)
-                outcome = await run_job_process(
-                    a.script, cwd=workdir, env=env, on_line=on_line, log_path=log_path,
-                    cancel=cancel, grace_s=self.settings.cancel_grace_s)
-                tg.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await sub.unsubscribe()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(control.watch, self.stopping)
+            if confirm:
+                tg.start_soon(confirm_start)
+            else:
+                confirmed.set()
+            outcome = await run_job_process(
+                a.script, cwd=workdir, env=env, on_line=on_line, log_path=log_path,
+                cancel=control.cancel, grace_s=self.settings.cancel_grace_s)
+            await confirmed.wait()  # nothing is reported about a run not (yet) ours
+            tg.cancel_scope.cancel()
+        if refused:
+            log.info("agent.assignment_stale", job=a.job_id, reason=str(refused[0]))
+            log_path.unlink(missing_ok=True)
+            return
         log_file = await self._store_log(log_path)
         await self._upload_results(a, workdir)
         if outcome.status == "completed":
@@ -259,16 +285,22 @@ class Agent:
             await self._end(a, "failed", log_file=log_file, exit_code=outcome.exit_code,
                             error=f"Process exited with return code {outcome.exit_code}"
                             if outcome.exit_code is not None else outcome.reason)
-        elif why["reason"] == "shutdown":
+        elif control.why == "shutdown":
             with anyio.CancelScope(shield=True):  # a second signal must not strand the job
                 await self._report_stopped()
                 await self._end(a, "requeue", log_file=log_file, reason=self.stop_reason)
         else:
-            await self._end(a, "timeout" if why["reason"] == "timeout" else "canceled",
+            await self._end(a, "timeout" if control.why == "timeout" else "canceled",
                             log_file=log_file)
 
     async def _store_log(self, log_path: Path) -> str | None:
-        if not log_path.exists():
+        """Uploads the run's output as its log file; a run that printed nothing has
+        none (``run.logs()`` is then "" all the same)."""
+        try:
+            if log_path.stat().st_size == 0:
+                log_path.unlink()
+                return None
+        except FileNotFoundError:
             return None
         info = await self.ow.files._upload(log_path, "log")
         log_path.unlink(missing_ok=True)
@@ -293,3 +325,49 @@ class Agent:
         except Conflict as exc:  # the job moved on without us: nothing to change
             log.info("agent.end_fenced", job=a.job_id, outcome=outcome, reason=str(exc))
         log.info("agent.run_ended", job=a.job_id, run=a.run_id, outcome=outcome)
+
+
+class _RunControl:
+    """Why and when a running job must stop: a cancel or a (extendable) timeout seen on
+    the job's events, or the agent stopping."""
+
+    def __init__(self, timeout: datetime | None) -> None:
+        self.cancel = anyio.Event()
+        self.why = "canceled"
+        self.deadline = timeout
+
+    def stop(self, why: str) -> None:
+        if not self.cancel.is_set():
+            self.why = why
+            self.cancel.set()
+
+    async def on_job_event(self, msg: Msg) -> None:
+        for event in decode(msg.data):
+            if isinstance(event, JobCanceled):
+                self.why = "timeout" if event.reason == "timeout" else "canceled"
+                self.cancel.set()
+            elif isinstance(event, JobTimeoutExtended):
+                self.deadline = event.timeout
+
+    async def watch(self, stopping: anyio.Event) -> None:
+        while not self.cancel.is_set():
+            if stopping.is_set():
+                self.why = "shutdown"
+                self.cancel.set()
+                return
+            if self.deadline is not None and self.deadline <= datetime.now(UTC):
+                self.why = "timeout"
+                self.cancel.set()
+                return
+            with anyio.move_on_after(1.0):  # re-check the (extendable) deadline
+                await stopping.wait()
+
+
+def _remove_workdir(path: Path) -> None:
+    """Most jobs leave an empty ``uploads/`` behind (their results are uploaded, not
+    kept): two ``rmdir`` then, instead of a tree walk."""
+    try:
+        os.rmdir(path / "uploads")
+        os.rmdir(path)
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)

@@ -31,7 +31,7 @@ from anyio.abc import ByteReceiveStream, Process
 
 __all__ = [
     "MAX_LINE_BYTES", "LineSplitter", "OnLine", "OnStart", "ProcessOutcome", "Status",
-    "build_job_env", "collect_uploads", "run_job_process",
+    "build_job_env", "collect_uploads", "run_job_process", "watch_children_with_pidfd",
 ]
 
 MAX_LINE_BYTES = 64 * 1024
@@ -117,6 +117,28 @@ class LineSplitter:
         return end + (self._buf[end] == 0x0A)
 
 
+def watch_children_with_pidfd() -> bool:
+    """On Python 3.11, let the running asyncio loop learn of child exits through pidfds.
+
+    3.11's default watcher starts a thread per child to block in ``waitpid``: a thread
+    start and join on every job, which costs more CPU than the spawn itself. 3.12+
+    uses pidfds already. Returns whether the pidfd watcher is (now) in use; where the
+    kernel has no ``pidfd_open`` the default stays.
+    """
+    import asyncio
+
+    if sys.version_info >= (3, 12):
+        return True
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return False
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(asyncio.get_running_loop())
+    asyncio.set_child_watcher(watcher)
+    return True
+
+
 async def run_job_process(
     command: str, *, cwd: Path, env: Mapping[str, str], on_line: OnLine, log_path: Path,
     cancel: anyio.Event, deadline: float | None = None, grace_s: float = 10.0,
@@ -124,15 +146,16 @@ async def run_job_process(
 ) -> ProcessOutcome:
     """Run ``command`` with ``/bin/sh -c`` in ``cwd`` in its own session, until it exits.
 
-    stdout and stderr are merged; each line is appended to ``log_path`` (flushed) and
-    passed to ``on_line`` as soon as it is read. ``on_start`` gets the pid right after
-    the spawn. Setting ``cancel`` or passing ``deadline`` (``anyio.current_time()``
-    clock) stops the group: SIGTERM, then SIGKILL after ``grace_s``. Members left behind
-    by a command that exits by itself are stopped the same way. If the caller is
-    cancelled, the group is SIGKILLed and the cancellation re-raised. Errors raised by
-    ``on_line`` also kill the group and propagate (inside an ExceptionGroup).
+    stdout and stderr are merged; each line is appended to ``log_path`` (flushed; the
+    file is created on the first line) and passed to ``on_line`` as soon as it is read.
+    ``on_start`` gets the pid right after the spawn. Setting ``cancel`` or passing
+    ``deadline`` (``anyio.current_time()`` clock) stops the group: SIGTERM, then SIGKILL
+    after ``grace_s``. Members left behind by a command that exits by itself are stopped
+    the same way. If the caller is cancelled, the group is SIGKILLed and the
+    cancellation re-raised. Errors raised by ``on_line`` also kill the group and
+    propagate (inside an ExceptionGroup).
     """
-    with log_path.open("ab") as log:
+    with _LazyLog(log_path) as log:
         # Shielded: a cancellation landing mid-spawn would leak a running child.
         with anyio.CancelScope(shield=True):
             process = await anyio.open_process(
@@ -155,8 +178,30 @@ async def run_job_process(
     return _outcome(process, stop_reason, started_at)
 
 
+class _LazyLog:
+    """``log_path`` opened for appending on the first write: a job that prints nothing
+    leaves no file (and costs no file creation)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._file: BinaryIO | None = None
+
+    def __enter__(self) -> _LazyLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def write(self, data: bytes) -> None:
+        if self._file is None:
+            self._file = self._path.open("ab")
+        self._file.write(data)
+        self._file.flush()
+
+
 async def _run_to_end(
-    process: Process, log: BinaryIO, on_line: OnLine,
+    process: Process, log: _LazyLog, on_line: OnLine,
     cancel: anyio.Event, deadline: float | None, grace_s: float,
 ) -> str | None:
     assert process.stdout is not None
@@ -200,7 +245,7 @@ class _OutputPump:
     ends the pump. A slow ``on_line`` is never cut short by that: only reads time out.
     """
 
-    def __init__(self, stream: ByteReceiveStream, log: BinaryIO, on_line: OnLine) -> None:
+    def __init__(self, stream: ByteReceiveStream, log: _LazyLog, on_line: OnLine) -> None:
         self._stream, self._log, self._on_line = stream, log, on_line
         self._idle_limit = math.inf
         self._read_scope: anyio.CancelScope | None = None
@@ -233,7 +278,6 @@ class _OutputPump:
             return
         # A local file: one blocking write+flush per read is cheaper than a thread hop.
         self._log.write(b"".join(line + b"\n" for line in lines))
-        self._log.flush()
         for line in lines:
             await _call(self._on_line, line)
 

@@ -70,6 +70,8 @@ class ApiService:
         self.instance = secrets.token_hex(6)
         self.pool: asyncpg.Pool
         self.whoami: Callable[[Any], Awaitable[None]]
+        # org -> its decrypted secrets, for the worker starting one of its jobs (tenancy).
+        self.org_secrets: Callable[[str], dict[str, str]]
         # Disconnects a revoked token's live connections (set when the callout runs).
         self.kick: Callable[[str], Awaitable[int]] = _no_kick
         self._tg: TaskGroup

@@ -133,15 +133,20 @@ def install(api: ApiService) -> None:
             lambda s, now, by: secret.decide(s, RemoveSecret(), now, by), ctx.actor)
         return Seq({"removed": req.name}, seq)
 
+    def org_secrets(org: str) -> dict[str, str]:
+        try:
+            return {k: box.decrypt(v) for k, v in _live_secrets(org).items()}
+        except OpenWeightsError:  # a secret sealed under another key: none given
+            return {}
+
+    api.org_secrets = org_secrets
+
     @api.route("agent.secrets")
     async def for_worker(ctx: Context, req: protocol.AgentSecrets) -> dict[str, str]:
         check_worker(ctx.principal, req.worker_id)
         if not holding.get((ctx.org, req.worker_id)):
             raise OpenWeightsError("secrets are given to a worker only while it runs a job")
-        try:
-            return {k: box.decrypt(v) for k, v in _live_secrets(ctx.org).items()}
-        except OpenWeightsError:
-            return {}
+        return org_secrets(ctx.org)
 
 
 def decode_secrets(data: bytes) -> dict[str, str]:

@@ -182,7 +182,8 @@ class Scheduler:
             return False  # another scheduler, or a change we have not folded yet
         assignment = Assignment(org=j.org, job_id=j.id, run_id=run_id, worker_id=w.id,
                                 script=j.script, docker_image=j.docker_image, model=j.model,
-                                params=j.params, timeout=j.timeout)
+                                params=j.params, timeout=j.timeout,
+                                secrets_seq=self.fold.kind_seq.get((j.org, "secret"), 0))
         try:
             await self.nc.publish(self.subjects.agent(j.org, w.id),
                                   msgspec.json.encode(assignment))

@@ -211,6 +211,9 @@ class Assignment(msgspec.Struct, kw_only=True):
     model: str | None
     params: dict[str, Any]
     timeout: datetime | None = None
+    # The version of the org's secrets when assigned (``LiveFold.kind_seq``); -1: unknown.
+    # An agent holding that version starts the command while the api confirms the start.
+    secrets_seq: int = -1
 
 
 # -- tenancy ----------------------------------------------------------------------------

@@ -28,7 +28,11 @@ class LiveFold:
     def __init__(self, nc: Client, js: JetStreamContext, subjects: Subjects) -> None:
         self.nc, self.js, self.subjects = nc, js, subjects
         self.states: dict[Key, Any] = {}
+        self._by_kind: dict[str, dict[Key, Any]] = {}  # the same states, per kind
         self.subject_seq: dict[str, int] = {}
+        # (org, kind) -> sequence of that org's newest message of that kind: a version of,
+        # say, an org's secrets that two services folding the same log agree on.
+        self.kind_seq: dict[tuple[str, str], int] = {}
         self.seq = 0
         self.listeners: list[Listener] = []
         self._advanced = anyio.Event()
@@ -40,7 +44,9 @@ class LiveFold:
         return self.subject_seq.get(subject, 0)
 
     def of_kind(self, kind: str) -> list[Any]:
-        return [s for (_, k, _), s in self.states.items() if k == kind and s is not None]
+        """Every state of ``kind`` (all orgs): in time of that kind's count, not of
+        every aggregate's (a run start reads the org's few secrets among many jobs)."""
+        return [s for s in self._by_kind.get(kind, {}).values() if s is not None]
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Fold from sequence 1 and keep following; ``started`` once caught up."""
@@ -53,13 +59,14 @@ class LiveFold:
             org, kind, agg_id = Subjects.parse(m.subject)
             key = (org, kind, agg_id)
             evolve = EVOLVE[kind]
+            of_kind = self._by_kind.setdefault(kind, {})
             for event in decode(m.data):
                 before = self.states.get(key)
                 after = evolve(before, event)
-                self.states[key] = after
+                self.states[key] = of_kind[key] = after
                 for listener in self.listeners:
                     listener(m.seq, org, event, before, after)
-            self.subject_seq[m.subject] = m.seq
+            self.subject_seq[m.subject] = self.kind_seq[(org, kind)] = m.seq
             self.seq = m.seq
         self._advanced.set()
         self._advanced = anyio.Event()

@@ -1,0 +1,76 @@
+"""How an agent starts a run: the org's secrets come with the start, and an agent whose
+copy of them is current starts the command while the api confirms the start; a start
+the api refuses stops the command and reports nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import msgspec
+import nats
+
+from openweights.api.protocol import Assignment
+from openweights.events import JobCompleted, RunStarted
+from openweights.secretbox import new_key
+from openweights.subjects import Subjects
+
+
+def test_each_job_sees_the_org_secrets_current_when_it_starts(lab) -> None:
+    lab.configure(max_workers=1, secret_key=new_key())
+    lab.start()
+    lab.ow.secrets.set(OW_TEST_SECRET="one")
+    first = lab.submit('echo "first=$OW_TEST_SECRET"')
+    assert first.wait(timeout=60).status == "completed"
+    lab.ow.secrets.set(OW_TEST_SECRET="two")  # the agent's copy is now stale
+    second = lab.submit('echo "second=$OW_TEST_SECRET"')
+    assert second.wait(timeout=60).status == "completed"
+    third = lab.submit('echo "third=$OW_TEST_SECRET"')  # its copy is current again
+    assert third.wait(timeout=60).status == "completed"
+
+    for job, line in ((first, "first=one"), (second, "second=two"), (third, "third=two")):
+        (run,) = lab.ow.runs.list(job_id=job.id)
+        assert run.logs() == f"{line}\n"
+    workers = {s.event.worker_id for s in lab.live.of(RunStarted)}
+    assert len(workers) == 1, "one agent ran the three jobs"
+
+
+def test_a_refused_start_stops_the_command_and_reports_nothing(lab, tmp_path: Path,
+                                                                alive) -> None:
+    lab.configure(max_workers=1)
+    lab.start()
+    done = lab.submit("true")
+    assert done.wait(timeout=60).status == "completed"  # the agent now holds the secrets
+    (started,) = lab.live.of(RunStarted)
+    worker_id = started.event.worker_id
+
+    # An assignment the log never made (a run id unknown to the job), with the secrets
+    # version the agent holds: it starts the command at once, and the api refuses. The
+    # command ignores SIGTERM so that it gets to say it started however fast the refusal
+    # comes; the agent's SIGKILL after the grace period ends it.
+    pidfile = tmp_path / "pid"
+    bogus = Assignment(org="default", job_id=done.id, run_id="run-0000000000000000",
+                       worker_id=worker_id, script=f"trap '' TERM; echo $$ > {pidfile}; echo started; sleep 60",
+                       docker_image="dev", model=None, params={}, secrets_seq=0)
+
+    async def send() -> None:
+        nc = await nats.connect(str(lab.settings.nats_url))
+        try:
+            subject = Subjects(lab.settings.namespace).agent("default", worker_id)
+            await nc.publish(subject, msgspec.json.encode(bogus))
+            await nc.flush()
+        finally:
+            await nc.close()
+
+    anyio.run(send)
+    lab.live.wait_line("started", timeout=15)  # it started without waiting for the api
+    pid = int(pidfile.read_text())
+
+    # The agent runs one job at a time: the next job completing means the refused run
+    # ended, and a run ends only once its process group is gone.
+    after = lab.submit("true")
+    assert after.wait(timeout=60).status == "completed"
+    assert not alive(pid), "the refused command kept running"
+    runs = [s.event.run_id for s in lab.read("job") if hasattr(s.event, "run_id")]
+    assert bogus.run_id not in runs, "something was appended for the refused run"
+    assert len(lab.live.of(JobCompleted)) == 2
