@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ from services.agent.gpu import (
     reclaim_gpu,
 )
 from services.agent.process import build_job_env, collect_uploads, run_job_process
+from services.agent.workspace import Workspace, Workspaces
 
 log = structlog.get_logger("agent")
 
@@ -67,6 +66,7 @@ class Agent:
             math.inf)
         self.workdir_root = settings.home / "agent" / worker_id
         self._base_env = dict(os.environ)  # decoded once, not for every job
+        self.workspaces = Workspaces(self.workdir_root)
         # org -> (version, secrets) from the last start reply (see Assignment.secrets_seq)
         self._secrets: dict[str, tuple[int, dict[str, str]]] = {}
         self.workdir_root.mkdir(parents=True, exist_ok=True)
@@ -91,6 +91,7 @@ class Agent:
                 managed=self.managed, ttl_until=self.ttl_until)
             log.info("agent.registered", worker=self.worker_id, requeued=registered["requeued"],
                      hardware=self.hardware.hardware_type)
+            await self.workspaces.prepare()
             if self.real_gpus and (problems := gpu_health_problems(await read_gpus())):
                 log.error("agent.gpu_unhealthy", problems=problems)
                 self.stop(f"GPU health check failed: {'; '.join(problems)}")
@@ -103,6 +104,7 @@ class Agent:
             with anyio.CancelScope(shield=True):
                 for sub in subs:
                     await sub.unsubscribe()
+                self.workspaces.discard()
                 await self._report_stopped()
                 await self.ow.close()
 
@@ -223,16 +225,17 @@ class Agent:
     async def _run(self, a: Assignment, control: _RunControl, secrets: dict[str, str], *,
                    confirm: bool) -> None:
         self.current = a
-        workdir = Path(tempfile.mkdtemp(prefix=f"{a.run_id}-", dir=self.workdir_root))
+        ws = await self.workspaces.take()
         try:
-            await self._execute(a, workdir, control, secrets, confirm=confirm)
+            await self._execute(a, ws, control, secrets, confirm=confirm)
         finally:
             self.current = None
-            _remove_workdir(workdir)
+            with anyio.CancelScope(shield=True):
+                await self.workspaces.give_back(ws)
 
-    async def _execute(self, a: Assignment, workdir: Path, control: _RunControl,
+    async def _execute(self, a: Assignment, ws: Workspace, control: _RunControl,
                        secrets: dict[str, str], *, confirm: bool) -> None:
-        (workdir / "uploads").mkdir()
+        workdir = ws.dir
         for target, file_id in (a.params.get("mounted_files") or {}).items():
             dest = (workdir / target).resolve()
             if workdir.resolve() not in dest.parents:
@@ -244,7 +247,6 @@ class Agent:
         env.update(OPENWEIGHTS_JOB_ID=a.job_id, OW_WORKER_ID=self.worker_id)
         nc = await self.t.connect()
         log_subject = self.t.subjects.log(a.org, a.run_id, self.worker_id)
-        log_path = self.workdir_root / f"{a.run_id}.log"
         refused: list[Exception] = []
         confirmed = anyio.Event()
 
@@ -267,15 +269,14 @@ class Agent:
             else:
                 confirmed.set()
             outcome = await run_job_process(
-                a.script, cwd=workdir, env=env, on_line=on_line, log_path=log_path,
+                a.script, cwd=workdir, env=env, on_line=on_line, log_path=ws.log,
                 cancel=control.cancel, grace_s=self.settings.cancel_grace_s)
             await confirmed.wait()  # nothing is reported about a run not (yet) ours
             tg.cancel_scope.cancel()
         if refused:
             log.info("agent.assignment_stale", job=a.job_id, reason=str(refused[0]))
-            log_path.unlink(missing_ok=True)
             return
-        log_file = await self._store_log(log_path)
+        log_file = await self._store_log(ws.log, f"{a.run_id}.log")
         await self._upload_results(a, workdir)
         if outcome.status == "completed":
             self.failures = 0
@@ -293,16 +294,16 @@ class Agent:
             await self._end(a, "timeout" if control.why == "timeout" else "canceled",
                             log_file=log_file)
 
-    async def _store_log(self, log_path: Path) -> str | None:
+    async def _store_log(self, log_path: Path, filename: str) -> str | None:
         """Uploads the run's output as its log file; a run that printed nothing has
         none (``run.logs()`` is then "" all the same)."""
         try:
             if log_path.stat().st_size == 0:
-                log_path.unlink()
                 return None
         except FileNotFoundError:
             return None
-        info = await self.ow.files._upload(log_path, "log")
+        with log_path.open("rb") as f:
+            info = await self.ow.files._create(f, "log", filename)
         log_path.unlink(missing_ok=True)
         return str(info["id"])
 
@@ -362,12 +363,3 @@ class _RunControl:
             with anyio.move_on_after(1.0):  # re-check the (extendable) deadline
                 await stopping.wait()
 
-
-def _remove_workdir(path: Path) -> None:
-    """Most jobs leave an empty ``uploads/`` behind (their results are uploaded, not
-    kept): two ``rmdir`` then, instead of a tree walk."""
-    try:
-        os.rmdir(path / "uploads")
-        os.rmdir(path)
-    except OSError:
-        shutil.rmtree(path, ignore_errors=True)

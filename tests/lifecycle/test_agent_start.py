@@ -14,6 +14,7 @@ from openweights.api.protocol import Assignment
 from openweights.events import JobCompleted, RunStarted
 from openweights.secretbox import new_key
 from openweights.subjects import Subjects
+from openweights.testing.stack import services_thread
 
 
 def test_each_job_sees_the_org_secrets_current_when_it_starts(lab) -> None:
@@ -38,20 +39,20 @@ def test_each_job_sees_the_org_secrets_current_when_it_starts(lab) -> None:
 def test_a_refused_start_stops_the_command_and_reports_nothing(lab, tmp_path: Path,
                                                                 alive) -> None:
     lab.configure(max_workers=1)
-    lab.start()
-    done = lab.submit("true")
-    assert done.wait(timeout=60).status == "completed"  # the agent now holds the secrets
+    lab.start("projector", "scheduler", "provisioner")
+    with services_thread(lab.settings, ("api",)):  # stopped below, then started again
+        done = lab.submit("true")
+        assert done.wait(timeout=60).status == "completed"  # the agent holds the secrets
     (started,) = lab.live.of(RunStarted)
     worker_id = started.event.worker_id
 
     # An assignment the log never made (a run id unknown to the job), with the secrets
-    # version the agent holds: it starts the command at once, and the api refuses. The
-    # command ignores SIGTERM so that it gets to say it started however fast the refusal
-    # comes; the agent's SIGKILL after the grace period ends it.
+    # version the agent holds, while the api is away: the agent starts the command at
+    # once, and keeps asking the api to confirm the start.
     pidfile = tmp_path / "pid"
     bogus = Assignment(org="default", job_id=done.id, run_id="run-0000000000000000",
-                       worker_id=worker_id, script=f"trap '' TERM; echo $$ > {pidfile}; echo started; sleep 60",
-                       docker_image="dev", model=None, params={}, secrets_seq=0)
+                       worker_id=worker_id, script=f"echo $$ > {pidfile}; echo started; "
+                       "sleep 60", docker_image="dev", model=None, params={}, secrets_seq=0)
 
     async def send() -> None:
         nc = await nats.connect(str(lab.settings.nats_url))
@@ -66,10 +67,11 @@ def test_a_refused_start_stops_the_command_and_reports_nothing(lab, tmp_path: Pa
     lab.live.wait_line("started", timeout=15)  # it started without waiting for the api
     pid = int(pidfile.read_text())
 
-    # The agent runs one job at a time: the next job completing means the refused run
-    # ended, and a run ends only once its process group is gone.
-    after = lab.submit("true")
-    assert after.wait(timeout=60).status == "completed"
+    # The api is back and refuses. The agent runs one job at a time: the next job
+    # completing means the refused run ended, and a run ends once its processes are gone.
+    with services_thread(lab.settings, ("api",)):
+        after = lab.submit("true")
+        assert after.wait(timeout=60).status == "completed"
     assert not alive(pid), "the refused command kept running"
     runs = [s.event.run_id for s in lab.read("job") if hasattr(s.event, "run_id")]
     assert bogus.run_id not in runs, "something was appended for the refused run"

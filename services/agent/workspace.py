@@ -1,0 +1,82 @@
+"""Fresh working directories for jobs, made one job ahead.
+
+Creating and removing directories is journaled metadata: on a disk that Postgres and
+JetStream keep fsyncing, one ``mkdir`` waits for the journal for about a millisecond.
+So the next job's directory (with its empty ``uploads/``) and log file are made in a
+worker thread while the agent waits for its next assignment, and the used ones are
+removed the same way: the moment a job is picked up touches no metadata at all. A log
+file the job never wrote to is reused as the next one's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    dir: Path  # the job's working directory: empty but for an empty ``uploads/``
+    log: Path  # an empty file the job's output is appended to
+
+
+class Workspaces:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._spare: Workspace | None = None
+
+    async def prepare(self) -> None:
+        """Make the next job's workspace now, if there is none ready."""
+        if self._spare is None:
+            self._spare = await anyio.to_thread.run_sync(self._make, None)
+
+    async def take(self) -> Workspace:
+        """A fresh workspace: the one made ahead, else one made now."""
+        ws, self._spare = self._spare, None
+        return ws if ws is not None else await anyio.to_thread.run_sync(self._make, None)
+
+    async def give_back(self, ws: Workspace) -> None:
+        """Remove a used workspace and make the next one."""
+        self._spare = await anyio.to_thread.run_sync(self._recycle, ws)
+
+    def discard(self) -> None:
+        """Remove the workspace made ahead (the agent is stopping)."""
+        ws, self._spare = self._spare, None
+        if ws is not None:
+            _remove_dir(ws.dir)
+            ws.log.unlink(missing_ok=True)
+
+    def _make(self, log: Path | None) -> Workspace:
+        workdir = Path(tempfile.mkdtemp(prefix="job-", dir=self.root))
+        (workdir / "uploads").mkdir()
+        if log is None:
+            fd, name = tempfile.mkstemp(prefix="job-", suffix=".log", dir=self.root)
+            os.close(fd)
+            log = Path(name)
+        return Workspace(workdir, log)
+
+    def _recycle(self, ws: Workspace) -> Workspace:
+        _remove_dir(ws.dir)
+        try:
+            unused = ws.log.stat().st_size == 0
+        except FileNotFoundError:  # uploaded, then removed
+            unused = False
+        else:
+            if not unused:
+                ws.log.unlink(missing_ok=True)
+        return self._make(ws.log if unused else None)
+
+
+def _remove_dir(path: Path) -> None:
+    """Most jobs leave an empty ``uploads/`` behind (their results are uploaded, not
+    kept): two ``rmdir`` then, instead of a tree walk."""
+    try:
+        os.rmdir(path / "uploads")
+        os.rmdir(path)
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
