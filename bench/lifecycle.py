@@ -24,7 +24,9 @@ Measured in every run, for each N:
                 `<ns>log.<org>.…`): an upper bound of "submit -> process started"
                 by one NATS hop. Also shown, where the time goes: -> the `at` of
                 `JobSubmitted` (api), `JobAssigned` (scheduler) and `RunStarted` (api,
-                deciding the agent's `agent.run.start`, just before the spawn).
+                deciding the agent's `agent.run.start`; an agent whose copy of the
+                org's secrets is current sends it as it spawns the command, so it
+                often lands after the output line).
   ours e2e:     K jobs with command `true`, 16 submitters (one `AsyncOpenWeights` each)
                 submitting K/16 each, while the agents run them. Time = client clock
                 before the first submit -> the read models include the last

@@ -75,6 +75,8 @@ def main() -> int:
             how = (OUT / f"{name}.how").read_text() if (OUT / f"{name}.how").exists() else ""
         else:
             print(f"running {name} ...", flush=True)
+            for old in OUT.glob(f"{name}*.png"):  # a failed run must not show stale plots
+                old.unlink()
             code, out, secs = run(script, extra)
             how = f"`python bench/{script} {' '.join(extra)}` — exit {code}, {secs:.0f} s"
             (OUT / f"{name}.txt").write_text(out)

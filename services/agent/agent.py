@@ -30,6 +30,7 @@ from openweights.events import (
     decode,
 )
 from openweights.sdk.client import AsyncOpenWeights
+from openweights.subjects import check_token
 from services.agent.gpu import (
     ForeignGpuHolder,
     GpuReclaimError,
@@ -127,7 +128,23 @@ class Agent:
             log.warning("agent.stop_report_failed", error=str(exc))
 
     async def _on_assignment(self, msg: Msg) -> None:
-        self._send.send_nowait(msgspec.json.decode(msg.data, type=Assignment))
+        if (a := self._valid_assignment(msg.data)) is not None:
+            self._send.send_nowait(a)
+
+    def _valid_assignment(self, data: bytes) -> Assignment | None:
+        """The assignment, or None (with a warning) for one this agent must not run."""
+        try:
+            a = msgspec.json.decode(data, type=Assignment)
+            check_token(a.job_id, "job id")
+            check_token(a.run_id, "run id")
+        except (msgspec.DecodeError, InvalidRequest) as exc:
+            log.warning("agent.bad_assignment", error=str(exc))
+            return None
+        if a.org != self.t.org or a.worker_id != self.worker_id:
+            # Only the scheduler can publish here; still, nothing foreign is run.
+            log.warning("agent.foreign_assignment", job=a.job_id, org=a.org, worker=a.worker_id)
+            return None
+        return a
 
     async def _on_worker_event(self, msg: Msg) -> None:
         for event in decode(msg.data):

@@ -473,6 +473,9 @@ class Strategies:
         for name in ("job_id", "run_id", "worker_id"):
             fields[name] = st.one_of(self.good[name], fields[name])
         fields["org"] = st.sampled_from([self.default_org, "other-org"]) | TEXT
+        # The script is opaque to the agent (sh runs it) and an agent may start it before
+        # the api refuses the start: only harmless ones, never random shell text.
+        fields["script"] = st.sampled_from(["true", "echo fuzz", "exit 3", "sleep 0.2"])
         typed = st.fixed_dictionaries(fields).map(
             lambda b: Assign(msgspec.json.encode(b), "typed"))
         return typed | st.binary(max_size=200).map(lambda b: Assign(b, "raw:bytes")) | \
@@ -531,12 +534,11 @@ class FuzzAgent(Agent):
             self.registered.set()
         return result
 
-    async def _on_assignment(self, msg: Any) -> None:
-        try:
-            await super()._on_assignment(msg)
-        except Exception:
-            self.tick()  # undecodable: dropped here (nats-py hands the error to error_cb)
-            raise
+    def _valid_assignment(self, data: bytes) -> protocol.Assignment | None:
+        assignment = super()._valid_assignment(data)
+        if assignment is None:
+            self.tick()  # malformed or foreign: dropped before it is queued
+        return assignment
 
     async def _run_one(self, a: protocol.Assignment) -> None:
         try:
