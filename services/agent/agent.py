@@ -137,7 +137,8 @@ class Agent:
             a = msgspec.json.decode(data, type=Assignment)
             check_token(a.job_id, "job id")
             check_token(a.run_id, "run id")
-        except (msgspec.DecodeError, InvalidRequest) as exc:
+        # msgspec raises the last two itself, for invalid UTF-8 and too deep nesting.
+        except (msgspec.DecodeError, InvalidRequest, UnicodeDecodeError, RecursionError) as exc:
             log.warning("agent.bad_assignment", error=str(exc))
             return None
         if a.org != self.t.org or a.worker_id != self.worker_id:

@@ -229,6 +229,8 @@ def _decode(endpoint: str, data: bytes) -> protocol.Request:
         raise InvalidRequest(f"invalid {endpoint} request: {exc}") from None
     except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter itself
         raise InvalidRequest(f"invalid {endpoint} request: not JSON") from None
+    except RecursionError:  # msgspec's answer to JSON nested deeper than it recurses
+        raise InvalidRequest(f"invalid {endpoint} request: nested too deeply") from None
     # Postgres stores no NUL in text or jsonb: an appended one would stop the projector
     # at that event for good. In JSON a NUL can only be written as this escape.
     if b"\\u0000" in data and _has_nul(msgspec.json.decode(data)):
