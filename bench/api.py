@@ -66,6 +66,7 @@ from openweights import AsyncOpenWeights, Jobs, register
 from openweights.adapters.projected import projected_subject
 from openweights.bootstrap import prepare
 from openweights.config import Settings
+from openweights.logs import configure_logging
 from openweights.subjects import Subjects
 from openweights.testing.stack import services_thread
 
@@ -433,6 +434,7 @@ async def one_run(settings: Settings, job_id: str, i: int, args: argparse.Namesp
 
 
 async def main(args: argparse.Namespace) -> None:
+    configure_logging(json=True)  # as deployed (JSON lines, on stderr): tables own stdout
     async with servers() as (srv, database_url):
         settings = Settings(nats_url=srv.nats.url, database_url=database_url,
                             namespace="bench", home=srv.root / "home")

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import servers
 
 from openweights.config import Settings
+from openweights.logs import configure_logging
 from openweights.testing.stack import services_thread
 
 ENGINE = Path(__file__).resolve().parents[1] / "tests" / "fuzz" / "conftest.py"
@@ -132,6 +133,7 @@ async def main() -> int:
     parser.add_argument("--cases", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
+    configure_logging(json=True)  # the services' logs go to stderr: the table owns stdout
     engine = load_engine()
     async with servers("fuzz") as (srv, database_url):
         stack = engine.fuzz_settings(Settings(home=srv.root / "home", nats_url=srv.nats.url,

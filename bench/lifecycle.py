@@ -86,6 +86,7 @@ from openweights.events import (
     RunStarted,
     decode,
 )
+from openweights.logs import configure_logging
 from openweights.subjects import Subjects
 from openweights.testing.stack import services_thread
 
@@ -624,6 +625,7 @@ def plot(res: Results, args: argparse.Namespace) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     res = Results()
+    configure_logging(json=True)  # as deployed (JSON lines, on stderr): tables own stdout
     async with servers() as (srv, _):
         meter = CpuMeter(srv)
         async with Procrastinate(srv, srv.root) as pq:

@@ -15,12 +15,14 @@ import argparse
 import datetime as dt
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
+_LOG_LINE = re.compile(r'^(\{"|\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d\S* +\[)')
 OUT = HERE / "out"
 
 # (name, script, full args, quick args, what it measures)
@@ -50,8 +52,13 @@ def run(script: str, args: list[str]) -> tuple[int, str, float]:
     proc = subprocess.run([sys.executable, str(HERE / script), *args], capture_output=True,
                           text=True, env=dict(os.environ, OW_LOG_JSON="true"),
                           timeout=3600)
-    # Services log to stderr as JSON lines; the tables go to stdout.
-    return proc.returncode, proc.stdout, time.perf_counter() - started
+    # Services log to stderr as JSON lines; the tables go to stdout. A log line that
+    # still reached stdout (a library's, a service configured elsewhere) is dropped.
+    return proc.returncode, without_logs(proc.stdout), time.perf_counter() - started
+
+
+def without_logs(text: str) -> str:
+    return "".join(line for line in text.splitlines(keepends=True) if not _LOG_LINE.match(line))
 
 
 def main() -> int:
@@ -66,12 +73,12 @@ def main() -> int:
             continue
         extra = quick if args.quick else full
         if "--plot-dir" in _help(script):
-            extra = [*extra, "--plot-dir", str(OUT)]
+            extra = [*extra, "--plot-dir", os.path.relpath(OUT)]
         if args.only and name not in args.only:
             # Not rerun: keep what its last run printed (with how it was run).
             if not (OUT / f"{name}.txt").exists():
                 continue
-            out = (OUT / f"{name}.txt").read_text()
+            out = without_logs((OUT / f"{name}.txt").read_text())
             how = (OUT / f"{name}.how").read_text() if (OUT / f"{name}.how").exists() else ""
         else:
             print(f"running {name} ...", flush=True)
