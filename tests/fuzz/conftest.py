@@ -877,6 +877,14 @@ class Runner:
         """One typed request, checked like any case."""
         return self(Call(endpoint, msgspec.json.encode(body), "typed"))
 
+    def raw(self, endpoint: str, payload: bytes) -> Outcome:
+        """These bytes as a request to ``endpoint``, checked like any case."""
+        return self(Call(endpoint, payload, "raw:given"))
+
+    def assign(self, payload: bytes) -> Outcome:
+        """These bytes on the agent's assignment subject, checked like any case."""
+        return self(Assign(payload, "raw:given"))
+
 
 def fuzz_settings(settings: Settings, secret_key: bool = True) -> Settings:
     # Short waits: a request for a future log position is refused within a second.
