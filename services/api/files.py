@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +27,13 @@ from openweights.datasets import DatasetValidator
 from openweights.domain import file as file_domain
 from openweights.domain.commands import CreateFile
 from openweights.domain.file import FileState
-from openweights.errors import InvalidRequest, NotFound
+from openweights.errors import InvalidRequest, NotFound, Unavailable
 from openweights.subjects import check_token
 from services.api import views
 from services.api.service import ApiService, Context, Raw, Seq
 
-MAX_OPEN_UPLOADS = 64
+MAX_OPEN_UPLOADS = 64  # per api instance
+MAX_OPEN_UPLOADS_PER_ORG = 32  # so that one organization cannot take every slot
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Upload:
     validator: DatasetValidator
     received: int = 0
     handle: Any = field(default=None, repr=False)
+    touched: float = field(default_factory=time.monotonic)  # begun, or the last chunk
 
 
 async def read_chunks(path: Path, size: int = protocol.CHUNK_BYTES) -> AsyncIterator[bytes]:
@@ -62,8 +65,16 @@ def install(api: ApiService) -> None:
     @api.route("files.upload.begin")
     async def begin(ctx: Context, req: protocol.UploadBegin) -> dict[str, Any]:
         ids.check_purpose(req.purpose)
+        _drop_idle()
+        idle_s = api.settings.upload_idle_s
+        if sum(up.org == ctx.org for up in uploads.values()) >= MAX_OPEN_UPLOADS_PER_ORG:
+            raise InvalidRequest(
+                f"this organization has {MAX_OPEN_UPLOADS_PER_ORG} uploads in progress on "
+                f"this service: end or abort one first (an upload idle for {idle_s:.0f} s "
+                "is dropped)")
         if len(uploads) >= MAX_OPEN_UPLOADS:
-            raise InvalidRequest("too many uploads in progress on this service; retry shortly")
+            raise Unavailable(f"{MAX_OPEN_UPLOADS} uploads are in progress on this service; "
+                              "retry shortly")
         upload_id = f"{instance}-{secrets.token_hex(8)}"
         fd, name = tempfile.mkstemp(dir=spool, prefix=upload_id)
         uploads[upload_id] = Upload(ctx.org, os.path.basename(req.filename) or "file",
@@ -77,6 +88,13 @@ def install(api: ApiService) -> None:
         if up is None or up.org != ctx.org:
             raise NotFound(f"upload {upload_id!r} not found (it may have been aborted)")
         return up
+
+    def _drop_idle() -> None:
+        """Uploads whose client went away (crashed, lost its connection) would hold their
+        slot and spool file forever."""
+        limit = time.monotonic() - api.settings.upload_idle_s
+        for upload_id in [i for i, up in uploads.items() if up.touched < limit]:
+            _discard(upload_id)
 
     def _discard(upload_id: str) -> None:
         up = uploads.pop(upload_id, None)
@@ -105,6 +123,7 @@ def install(api: ApiService) -> None:
         up.digest.update(data)
         up.handle.write(data)
         up.received += len(data)
+        up.touched = time.monotonic()
         return {"received": up.received}
 
     @api.route("files.upload.abort")

@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     cancel_grace_s: float = 10.0
     log_json: bool | None = None
     request_timeout_s: float = 10.0
+    # An upload that received nothing for this long is dropped (its slot and spool freed).
+    upload_idle_s: float = 600.0
 
     @property
     def stream_prefix(self) -> str:
