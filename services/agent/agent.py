@@ -1,8 +1,15 @@
 """The agent: one per machine. Registers, heartbeats, runs what it is assigned.
 
 Assignments arrive as messages (no polling) and queue up; jobs run one at a time in a
-fresh directory. Every status change goes to the api service fenced by the run, so a
-stale agent (declared lost, restarted, canceled) cannot change a job it no longer owns.
+fresh directory (made ahead, see ``workspace``). Every status change goes to the api
+service fenced by the run, so a stale agent (declared lost, restarted, canceled) cannot
+change a job it no longer owns.
+
+Starting a run: the api's reply to ``agent.run.start`` carries the org's secrets and
+their version. When the next assignment names the version the agent already holds (and
+the machine has no GPUs to reclaim first), the command is spawned at once and the start
+confirmed meanwhile: pickup is assignment -> spawn, not assignment -> round trip ->
+spawn. A refused start stops the command and reports nothing.
 """
 
 from __future__ import annotations
