@@ -15,7 +15,7 @@ from openweights.api import protocol
 from openweights.domain import secret, token
 from openweights.domain.commands import CreateToken, RemoveSecret, RevokeToken, SetSecret
 from openweights.domain.job import JobState
-from openweights.errors import InvalidRequest, NotFound, OpenWeightsError
+from openweights.errors import Conflict, InvalidRequest, NotFound, OpenWeightsError
 from openweights.events import Event, TokenCreated
 from openweights.secretbox import SecretBox
 from openweights.subjects import check_token
@@ -145,7 +145,8 @@ def install(api: ApiService) -> None:
     async def for_worker(ctx: Context, req: protocol.AgentSecrets) -> dict[str, str]:
         check_worker(ctx.principal, req.worker_id)
         if not holding.get((ctx.org, req.worker_id)):
-            raise OpenWeightsError("secrets are given to a worker only while it runs a job")
+            raise Conflict("secrets are given to a worker only while it runs a job: start "
+                           "the run first (the reply to agent.run.start carries them)")
         return org_secrets(ctx.org)
 
 

@@ -18,7 +18,7 @@ import nats
 import pytest
 
 from openweights import OpenWeights
-from openweights.errors import Fenced, Forbidden, NotFound, OpenWeightsError
+from openweights.errors import Conflict, Fenced, Forbidden, NotFound, OpenWeightsError
 from openweights.sdk.logs import read_logs
 from tests.tenancy.conftest import A, Errors, World, raw_connect, retry, wait_flushed
 
@@ -209,3 +209,10 @@ def test_a_worker_cannot_use_another_workers_subjects(fleet: Fleet) -> None:
         await svc.close()
 
     anyio.run(check)
+
+
+def test_a_worker_without_a_run_is_told_to_start_one_for_its_secrets(fleet: Fleet) -> None:
+    w3 = fleet.world.ow(fleet.world.worker_token(A, "w3"))
+    _call(w3, "agent.register", worker_id="w3", docker_image="i", hardware_type="cpu")
+    with pytest.raises(Conflict, match="start the run first"):
+        _call(w3, "agent.secrets", worker_id="w3")
