@@ -196,7 +196,7 @@ class Agent:
 
     async def _requeue_unstarted(self, a: Assignment) -> None:
         try:
-            await self.call("agent.run.start", job_id=a.job_id, run_id=a.run_id)
+            await self._start(a)
         except REFUSED:
             return
         await self._end(a, "requeue", reason=self.stop_reason)
@@ -239,12 +239,14 @@ class Agent:
                 await sub.unsubscribe()
 
     async def _start(self, a: Assignment) -> dict[str, str]:
-        """Tell the api the run starts; returns the org's secrets (and keeps them, with
-        their version, for the next assignment). Raises one of ``REFUSED``."""
-        started = await self.call("agent.run.start", job_id=a.job_id, run_id=a.run_id)
-        secrets: dict[str, str] = started.get("secrets") or {}
-        if "secrets_seq" in started:
-            self._secrets[a.org] = (int(started["secrets_seq"]), secrets)
+        """Tell the api the run starts; returns the org's secrets (kept, with their
+        version, for the next assignment; sent only when ours are not current). Raises
+        one of ``REFUSED``."""
+        held_seq, held = self._secrets.get(a.org, (-1, {}))
+        started = await self.call("agent.run.start", job_id=a.job_id, run_id=a.run_id,
+                                  secrets_seq=held_seq)
+        secrets: dict[str, str] = started.get("secrets", held)
+        self._secrets[a.org] = (int(started["secrets_seq"]), secrets)
         return secrets
 
     async def _run(self, a: Assignment, control: _RunControl, secrets: dict[str, str], *,
@@ -378,13 +380,10 @@ class _RunControl:
     async def watch(self, stopping: anyio.Event) -> None:
         while not self.cancel.is_set():
             if stopping.is_set():
-                self.why = "shutdown"
-                self.cancel.set()
-                return
-            if self.deadline is not None and self.deadline <= datetime.now(UTC):
-                self.why = "timeout"
-                self.cancel.set()
-                return
-            with anyio.move_on_after(1.0):  # re-check the (extendable) deadline
-                await stopping.wait()
+                self.stop("shutdown")
+            elif self.deadline is not None and self.deadline <= datetime.now(UTC):
+                self.stop("timeout")
+            else:
+                with anyio.move_on_after(1.0):  # re-check the (extendable) deadline
+                    await stopping.wait()
 

@@ -117,26 +117,24 @@ class LineSplitter:
         return end + (self._buf[end] == 0x0A)
 
 
-def watch_children_with_pidfd() -> bool:
+def watch_children_with_pidfd() -> None:
     """On Python 3.11, let the running asyncio loop learn of child exits through pidfds.
 
     3.11's default watcher starts a thread per child to block in ``waitpid``: a thread
     start and join on every job, which costs more CPU than the spawn itself. 3.12+
-    uses pidfds already. Returns whether the pidfd watcher is (now) in use; where the
-    kernel has no ``pidfd_open`` the default stays.
+    uses pidfds already; where the kernel has no ``pidfd_open`` the default stays.
     """
     import asyncio
 
     if sys.version_info >= (3, 12):
-        return True
+        return
     try:
         os.close(os.pidfd_open(os.getpid()))
     except (AttributeError, OSError):
-        return False
+        return
     watcher = asyncio.PidfdChildWatcher()
     watcher.attach_loop(asyncio.get_running_loop())
     asyncio.set_child_watcher(watcher)
-    return True
 
 
 async def run_job_process(

@@ -66,9 +66,8 @@ class Workspaces:
             unused = ws.log.stat().st_size == 0
         except FileNotFoundError:  # uploaded, then removed
             unused = False
-        else:
-            if not unused:
-                ws.log.unlink(missing_ok=True)
+        if not unused:
+            ws.log.unlink(missing_ok=True)
         return self._make(ws.log if unused else None)
 
 

@@ -75,15 +75,18 @@ def install(api: ApiService) -> None:
         return Seq({"requeued": requeued}, seq)
 
     @api.route("agent.run.start")
-    async def start(ctx: Context, req: protocol.AgentRun) -> Seq:
-        """Starts the run; the reply carries the org's secrets for the job's environment
-        (one round trip less per job than asking for them apart) and their version, which
-        the agent compares with the next assignment's to know whether its copy is current.
-        """
+    async def start(ctx: Context, req: protocol.AgentStart) -> Seq:
+        """Starts the run. The reply carries the version of the org's secrets, which the
+        agent compares with the next assignment's to know whether its copy is current,
+        and the secrets themselves (for the job's environment) unless the agent already
+        holds that version: no decryption per job while they do not change."""
         cmd = StartRun(run_id=req.run_id, worker_id=req.worker_id)
         seq = await _job_command(ctx, req, cmd)
-        return Seq({"started": req.run_id, "secrets": api.org_secrets(ctx.org),
-                    "secrets_seq": api.fold.kind_seq.get((ctx.org, "secret"), 0)}, seq)
+        version = api.fold.kind_seq.get((ctx.org, "secret"), 0)
+        reply: dict[str, Any] = {"started": req.run_id, "secrets_seq": version}
+        if req.secrets_seq != version:
+            reply["secrets"] = api.org_secrets(ctx.org)
+        return Seq(reply, seq)
 
     @api.route("agent.run.end")
     async def end(ctx: Context, req: protocol.AgentRunEnd) -> Seq:

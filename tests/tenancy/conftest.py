@@ -126,13 +126,16 @@ class World:
         self.wait_usable(plain)
         return plain
 
-    def start_run(self, org: str, job_id: str, worker_id: str, run_id: str) -> None:
-        """Play the scheduler and agent: assign the job to ``worker_id`` and start it."""
+    def start_run(self, org: str, job_id: str, worker_id: str, run_id: str,
+                  *, start: bool = True) -> None:
+        """Play the scheduler (assign the job to ``worker_id``) and, with ``start``, the
+        agent (start the run)."""
         job_state = self.job_state(org, job_id)
         now, by = datetime.now(UTC), Actor("agent", worker_id)
         events = job.decide(job_state, AssignJob(worker_id=worker_id, run_id=run_id), now, by)
-        after = job.fold(events, job_state)
-        events += job.decide(after, StartRun(run_id=run_id, worker_id=worker_id), now, by)
+        if start:
+            after = job.fold(events, job_state)
+            events += job.decide(after, StartRun(run_id=run_id, worker_id=worker_id), now, by)
         anyio.run(self._append, org, "job", job_state.id, events, None)
 
     def job_state(self, org: str, job_id: str) -> Any:

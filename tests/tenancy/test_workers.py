@@ -216,3 +216,22 @@ def test_a_worker_without_a_run_is_told_to_start_one_for_its_secrets(fleet: Flee
     _call(w3, "agent.register", worker_id="w3", docker_image="i", hardware_type="cpu")
     with pytest.raises(Conflict, match="start the run first"):
         _call(w3, "agent.secrets", worker_id="w3")
+
+
+def test_the_start_reply_carries_the_secrets_only_to_a_worker_without_them(
+        fleet: Fleet) -> None:
+    world, admin = fleet.world, fleet.world.ow("a_admin")
+    w3 = world.ow(world.worker_token(A, "w3"))
+    _call(w3, "agent.register", worker_id="w3", docker_image="i", hardware_type="cpu")
+    replies, held = [], -1
+    for n in (1, 2):
+        job_id = admin.call(admin.jobs._submit(id_prefix=f"sec{n}", script="s",
+                                               docker_image="i")).id
+        world.start_run(A, job_id, "w3", f"run-s{n}", start=False)
+        replies.append(retry(lambda j=job_id, r=f"run-s{n}", h=held: _call(
+            w3, "agent.run.start", worker_id="w3", job_id=j, run_id=r, secrets_seq=h),
+            "the assignment known to the api"))
+        held = replies[-1]["secrets_seq"]
+    assert replies[0]["secrets"] == {"HF_TOKEN": "hf-of-a"}
+    assert "secrets" not in replies[1]  # it holds that version: nothing decrypted or sent
+    assert replies[1]["secrets_seq"] == replies[0]["secrets_seq"] > 0

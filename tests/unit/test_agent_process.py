@@ -22,6 +22,7 @@ from services.agent.process import (
     build_job_env,
     collect_uploads,
     run_job_process,
+    watch_children_with_pidfd,
 )
 
 pytestmark = pytest.mark.anyio
@@ -267,3 +268,20 @@ def test_collect_uploads_walks_nested_dirs_and_skips_outside_links(tmp_path: Pat
     assert [rel for rel, _ in got] == ["b.txt", "eval/deep/a.json", "ok"]
     assert all(path.is_absolute() and path.is_file() for _, path in got)
     assert collect_uploads(tmp_path / "missing") == []
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12+ watches children with pidfds")
+async def test_agents_on_311_watch_children_with_pidfds(tmp_path: Path) -> None:
+    import asyncio
+
+    previous = asyncio.get_child_watcher()
+    try:
+        watch_children_with_pidfd()
+        assert isinstance(asyncio.get_child_watcher(), asyncio.PidfdChildWatcher)
+        outcome = await run_job_process("exit 3", cwd=tmp_path, env=os.environ,
+                                        on_line=lambda line: None, log_path=tmp_path / "log",
+                                        cancel=anyio.Event())
+    finally:  # the watcher is bound to this test's loop; later tests get their own
+        asyncio.set_child_watcher(previous)
+    assert (outcome.status, outcome.exit_code) == ("failed", 3)
+    assert not (tmp_path / "log").exists()  # nothing printed: no log file

@@ -174,6 +174,13 @@ class AgentRun(Request, kw_only=True):
     run_id: str
 
 
+class AgentStart(AgentRun, kw_only=True):
+    """Starting a run. ``secrets_seq``: the version of the org's secrets the agent holds
+    (-1: none); the reply carries the secrets only when the api's are another version."""
+
+    secrets_seq: int = -1
+
+
 class AgentRunEnd(AgentRun, kw_only=True):
     """How a run ended, as its agent saw it."""
 
@@ -269,7 +276,7 @@ ENDPOINTS: dict[str, type[Request]] = {
     "run.script.end": ScriptRunEnd,
     "logs.read": LogRead,
     "agent.register": AgentRegister,
-    "agent.run.start": AgentRun,
+    "agent.run.start": AgentStart,
     "agent.run.end": AgentRunEnd,
     "agent.run.uploaded": AgentUploaded,
     "agent.stopped": AgentStopped,
