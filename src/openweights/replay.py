@@ -20,7 +20,8 @@ import anyio
 import asyncpg
 import nats
 
-from openweights.adapters.nats.reader import StoredMessage, read_stream
+from openweights.adapters.nats.bulk import bulk_read
+from openweights.adapters.nats.reader import StoredMessage
 from openweights.adapters.postgres.db import check_schema_name, connect, migrate, query
 from openweights.adapters.postgres.readmodels import bulk_load, get_checkpoint
 from openweights.adapters.projected import CHECKPOINT
@@ -91,8 +92,9 @@ async def fold_log(settings: Settings, *, to_seq: int | None = None,
 
         stop_ns = int(as_of.timestamp() * 1e9) if as_of is not None else None
         with gc_paused():
-            stats = await read_stream(nc, js, subjects.events_stream, on_batch,
-                                      stop_seq=target, stop_time_ns=stop_ns)
+            stats = await bulk_read(settings.nats_url or "nats://127.0.0.1:4222",
+                                    subjects.events_stream, on_batch,
+                                    stop_seq=target, stop_time_ns=stop_ns)
         return model, stats.last_seq, counts[0], counts[1]
     finally:
         await nc.close()

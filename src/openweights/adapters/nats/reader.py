@@ -1,8 +1,10 @@
 """Reading the log in order, fast.
 
 nats-py's ``fetch()``/``next_msg()`` await a future per message (28-45k msg/s here); a
-callback on an ordered push consumer runs at ~140k msg/s, so every bulk reader is built
-on that callback and hands the caller batches.
+callback on an ordered push consumer runs at ~140k msg/s, so every reader here is built
+on that callback and hands the caller batches. A one-off read of a whole stream (``ow
+replay``) goes through :mod:`openweights.adapters.nats.bulk` instead, which skips
+nats-py's per-message delivery altogether.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
+import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -19,8 +22,10 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from openweights.adapters.nats.eventlog import parse_ack_reply
 
 
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
+class StoredMessage(msgspec.Struct, frozen=True, gc=False):
+    """One stored message. A Struct, not a dataclass: a bulk read makes one per message,
+    and a frozen dataclass's ``__init__`` cost 10× as much (0.4 against 0.04 µs)."""
+
     seq: int
     ts_ns: int
     subject: str
