@@ -9,7 +9,10 @@ Starting a run: the api's reply to ``agent.run.start`` carries the org's secrets
 their version. When the next assignment names the version the agent already holds (and
 the machine has no GPUs to reclaim first), the command is spawned at once and the start
 confirmed meanwhile: pickup is assignment -> spawn, not assignment -> round trip ->
-spawn. A refused start stops the command and reports nothing.
+spawn. A refused start stops the command and reports nothing. The confirmation waits
+``QUICK_JOB_S``: a job that ends before reports its start with its end (``with_start``),
+one request and one append instead of two of each; the run exists since its assignment,
+so the job may use it (``ow.run.log``) meanwhile.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ log = structlog.get_logger("agent")
 # The api refused to start an assigned run: it is stale (canceled, reassigned) or names
 # no job of ours. Either way there is nothing to run; the agent drops it and goes on.
 REFUSED = (Conflict, NotFound, InvalidRequest)
+# An optimistic start is confirmed after this long; a job that ends sooner reports its
+# start with its end (one request and one append instead of two of each).
+QUICK_JOB_S = 0.05
 
 
 class Agent:
@@ -276,11 +282,19 @@ class Agent:
         log_subject = self.t.subjects.log(a.org, a.run_id, self.worker_id)
         refused: list[Exception] = []
         confirmed = anyio.Event()
+        start_sent = not confirm
+        if start_sent:
+            confirmed.set()
 
         async def on_line(line: bytes) -> None:
             await nc.publish(log_subject, line + b"\n")
 
         async def confirm_start() -> None:
+            nonlocal start_sent
+            # A linger, not a wait for something: a job done by then reports its start
+            # with its end, in one request and one append.
+            await anyio.sleep(QUICK_JOB_S)
+            start_sent = True
             try:
                 await self._start(a)
             except REFUSED as exc:
@@ -293,13 +307,19 @@ class Agent:
             tg.start_soon(control.watch, self.stopping)
             if confirm:
                 tg.start_soon(confirm_start)
-            else:
-                confirmed.set()
             outcome = await run_job_process(
                 a.script, cwd=workdir, env=env, on_line=on_line, log_path=ws.log,
                 cancel=control.cancel, grace_s=self.settings.cancel_grace_s)
-            await confirmed.wait()  # nothing is reported about a run not (yet) ours
+            if start_sent:
+                await confirmed.wait()  # nothing is reported about a run not (yet) ours
             tg.cancel_scope.cancel()
+        with_start = not start_sent
+        if with_start and outcome.status not in ("completed", "failed"):
+            try:  # stopped early (canceled, shutdown): the start goes first, on its own
+                await self._start(a)
+            except REFUSED as exc:
+                refused.append(exc)
+            with_start = False
         if refused:
             log.info("agent.assignment_stale", job=a.job_id, reason=str(refused[0]))
             return
@@ -307,10 +327,11 @@ class Agent:
         await self._upload_results(a, workdir)
         if outcome.status == "completed":
             self.failures = 0
-            await self._end(a, "completed", log_file=log_file)
+            await self._end(a, "completed", log_file=log_file, with_start=with_start)
         elif outcome.status == "failed":
             self.failures += 1
             await self._end(a, "failed", log_file=log_file, exit_code=outcome.exit_code,
+                            with_start=with_start,
                             error=f"Process exited with return code {outcome.exit_code}"
                             if outcome.exit_code is not None else outcome.reason)
         elif control.why == "shutdown":

@@ -33,13 +33,22 @@ def install(api: ApiService) -> None:
             raise NotFound(f"job {job_id!r} not found")
         return state  # type: ignore[no-any-return]
 
-    async def _job_command(ctx: Context, req: protocol.AgentRun, cmd: Any) -> int:
+    async def _job_command(ctx: Context, req: protocol.AgentRun, *cmds: Any) -> int:
+        """Decides ``cmds`` in order on the job and appends their events in one message."""
         check_worker(ctx.principal, req.worker_id)
         _job(ctx.org, req.job_id)
         by = Actor("agent", req.worker_id)
-        _, seq, _ = await api.executor.execute(
-            ctx.org, "job", req.job_id, lambda s, now, _by: job.decide(s, cmd, now, by), by,
-            req.request_id)
+
+        def decide(state: JobState | None, now: datetime, _by: Actor) -> list[Event]:
+            events: list[Event] = []
+            for cmd in cmds:
+                step = job.decide(state, cmd, now, by)
+                state = job.fold(step, state)
+                events += step
+            return events
+
+        _, seq, _ = await api.executor.execute(ctx.org, "job", req.job_id, decide, by,
+                                               req.request_id)
         return seq
 
     @api.route("agent.register")
@@ -92,13 +101,18 @@ def install(api: ApiService) -> None:
     async def end(ctx: Context, req: protocol.AgentRunEnd) -> Seq:
         state = _job(ctx.org, req.job_id)
         w, r = req.worker_id, req.run_id
+        # A quick job's start is reported with its end: one append, not two.
+        start = [StartRun(run_id=r, worker_id=w)] if req.with_start else []
+        if start and req.outcome not in ("completed", "failed"):
+            raise InvalidRequest(f"with_start is for a run that completed or failed, not "
+                                 f"{req.outcome!r}: report the start with agent.run.start")
         seq = 0
         match req.outcome:
             case "completed":
-                seq = await _job_command(ctx, req, CompleteRun(run_id=r, worker_id=w,
-                                                               log_file=req.log_file))
+                seq = await _job_command(ctx, req, *start, CompleteRun(
+                    run_id=r, worker_id=w, log_file=req.log_file))
             case "failed":
-                seq = await _job_command(ctx, req, FailRun(
+                seq = await _job_command(ctx, req, *start, FailRun(
                     run_id=r, worker_id=w, error=req.error or "failed",
                     exit_code=req.exit_code, log_file=req.log_file))
             case "timeout":

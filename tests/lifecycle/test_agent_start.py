@@ -15,6 +15,7 @@ from openweights.events import JobCompleted, RunStarted
 from openweights.secretbox import new_key
 from openweights.subjects import Subjects
 from openweights.testing.stack import services_thread
+from services.agent.agent import QUICK_JOB_S
 
 
 def test_each_job_sees_the_org_secrets_current_when_it_starts(lab) -> None:
@@ -76,3 +77,26 @@ def test_a_refused_start_stops_the_command_and_reports_nothing(lab, tmp_path: Pa
     runs = [s.event.run_id for s in lab.read("job") if hasattr(s.event, "run_id")]
     assert bogus.run_id not in runs, "something was appended for the refused run"
     assert len(lab.live.of(JobCompleted)) == 2
+
+
+def test_a_quick_job_reports_its_start_with_its_end_a_slow_one_before(lab) -> None:
+    lab.configure(max_workers=1)
+    lab.start()
+    first = lab.submit("true")  # the agent learns the secrets' version: a confirmed start
+    assert first.wait(timeout=60).status == "completed"
+    quick = lab.submit("true")
+    slow = lab.submit(f"sleep {QUICK_JOB_S * 6}")  # well past the linger
+    assert quick.wait(timeout=60).status == "completed"
+    assert slow.wait(timeout=60).status == "completed"
+
+    def seqs(job_id: str) -> dict[str, int]:
+        return {s.event.tag: s.seq for s in lab.read("job", job_id)}
+
+    quick_seqs, slow_seqs = seqs(quick.id), seqs(slow.id)
+    # One append carries both: one message, one sequence.
+    assert quick_seqs["run.started/1"] == quick_seqs["job.completed/1"]
+    assert slow_seqs["run.started/1"] < slow_seqs["job.completed/1"]
+    lab.sees(max(slow_seqs.values()))
+    for job in (quick, slow):
+        (run,) = lab.ow.runs.list(job_id=job.id)
+        assert run.status == "completed" and run.started_at is not None

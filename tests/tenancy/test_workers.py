@@ -18,7 +18,14 @@ import nats
 import pytest
 
 from openweights import OpenWeights
-from openweights.errors import Conflict, Fenced, Forbidden, NotFound, OpenWeightsError
+from openweights.errors import (
+    Conflict,
+    Fenced,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    OpenWeightsError,
+)
 from openweights.sdk.logs import read_logs
 from tests.tenancy.conftest import A, Errors, World, raw_connect, retry, wait_flushed
 
@@ -235,3 +242,23 @@ def test_the_start_reply_carries_the_secrets_only_to_a_worker_without_them(
     assert replies[0]["secrets"] == {"HF_TOKEN": "hf-of-a"}
     assert "secrets" not in replies[1]  # it holds that version: nothing decrypted or sent
     assert replies[1]["secrets_seq"] == replies[0]["secrets_seq"] > 0
+
+
+def test_an_end_with_its_start_records_both_in_one_append_only_for_an_outcome(
+        fleet: Fleet) -> None:
+    """A quick job's agent reports the start with the end: the api decides both and
+    appends them together; with a stop that is no outcome of the command it refuses."""
+    world, admin = fleet.world, fleet.world.ow("a_admin")
+    w3 = world.ow(world.worker_token(A, "w3"))
+    _call(w3, "agent.register", worker_id="w3", docker_image="i", hardware_type="cpu")
+    job_id = admin.call(admin.jobs._submit(id_prefix="quick", script="s", docker_image="i")).id
+    world.start_run(A, job_id, "w3", "run-q", start=False)
+    with pytest.raises(InvalidRequest, match="with_start is for a run that completed"):
+        _call(w3, "agent.run.end", worker_id="w3", job_id=job_id, run_id="run-q",
+              outcome="canceled", with_start=True)
+    done = retry(lambda: _call(w3, "agent.run.end", worker_id="w3", job_id=job_id,
+                               run_id="run-q", outcome="completed", with_start=True),
+                 "the assignment known to the api")
+    assert done["status"] == "completed"
+    (run,) = admin.runs.list(job_id=job_id)
+    assert run.status == "completed" and run.started_at is not None

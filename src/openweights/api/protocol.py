@@ -189,6 +189,9 @@ class AgentRunEnd(AgentRun, kw_only=True):
     exit_code: int | None = None
     log_file: str | None = None
     reason: str = ""
+    # The run's start was not reported (a quick job): record it before the outcome, in
+    # the same append. Only with "completed" or "failed".
+    with_start: bool = False
 
 
 class AgentUploaded(AgentRun, kw_only=True):
