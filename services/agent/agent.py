@@ -28,17 +28,10 @@ import msgspec
 import structlog
 from nats.aio.msg import Msg
 
-from openweights.api.protocol import Assignment
+from openweights.api.protocol import Assignment, Heartbeat, RunNotice, ToAgent
 from openweights.config import Settings
 from openweights.errors import Conflict, InvalidRequest, NotFound, OpenWeightsError
-from openweights.events import (
-    JobCanceled,
-    JobTimeoutExtended,
-    WorkerLost,
-    WorkerShutdownRequested,
-    WorkerTTLExtended,
-    decode,
-)
+from openweights.events import WorkerLost, WorkerShutdownRequested, WorkerTTLExtended, decode
 from openweights.sdk.client import AsyncOpenWeights
 from openweights.subjects import check_token
 from services.agent.gpu import (
@@ -83,6 +76,11 @@ class Agent:
         self.workspaces = Workspaces(self.workdir_root)
         # org -> (version, secrets) from the last start reply (see Assignment.secrets_seq)
         self._secrets: dict[str, tuple[int, dict[str, str]]] = {}
+        # The scheduler's notices about runs (see ``RunNotice``): the running one's
+        # control, and queued runs canceled before they started.
+        self._controls: dict[str, _RunControl] = {}
+        self._queued: set[str] = set()
+        self._canceled: set[str] = set()
         self.workdir_root.mkdir(parents=True, exist_ok=True)
 
     async def call(self, endpoint: str, **fields: Any) -> Any:
@@ -93,7 +91,7 @@ class Agent:
         nc = await self.t.connect()
         org = self.t.org
         subs = [
-            await nc.subscribe(self.t.subjects.agent(org, self.worker_id), cb=self._on_assignment),
+            await nc.subscribe(self.t.subjects.agent(org, self.worker_id), cb=self._on_message),
             await nc.subscribe(self.t.subjects.live(org, "worker", self.worker_id),
                                cb=self._on_worker_event),
         ]
@@ -140,25 +138,36 @@ class Agent:
         except OpenWeightsError as exc:
             log.warning("agent.stop_report_failed", error=str(exc))
 
-    async def _on_assignment(self, msg: Msg) -> None:
+    async def _on_message(self, msg: Msg) -> None:
         if (a := self._valid_assignment(msg.data)) is not None:
+            self._queued.add(a.run_id)
             self._send.send_nowait(a)
 
     def _valid_assignment(self, data: bytes) -> Assignment | None:
-        """The assignment, or None (with a warning) for one this agent must not run."""
+        """The assignment in a message from the scheduler, or None: a run notice (acted
+        on here) or, with a warning, something this agent must not act on."""
         try:
-            a = msgspec.json.decode(data, type=Assignment)
-            check_token(a.job_id, "job id")
-            check_token(a.run_id, "run id")
+            m = msgspec.json.decode(data, type=ToAgent)
+            check_token(m.job_id, "job id")
+            check_token(m.run_id, "run id")
         # msgspec raises the last two itself, for invalid UTF-8 and too deep nesting.
         except (msgspec.DecodeError, InvalidRequest, UnicodeDecodeError, RecursionError) as exc:
             log.warning("agent.bad_assignment", error=str(exc))
             return None
-        if a.org != self.t.org or a.worker_id != self.worker_id:
-            # Only the scheduler can publish here; still, nothing foreign is run.
-            log.warning("agent.foreign_assignment", job=a.job_id, org=a.org, worker=a.worker_id)
+        if m.org != self.t.org or m.worker_id != self.worker_id:
+            # Only the scheduler can publish here; still, nothing foreign is acted on.
+            log.warning("agent.foreign_assignment", job=m.job_id, org=m.org, worker=m.worker_id)
             return None
-        return a
+        if isinstance(m, RunNotice):
+            self._on_notice(m)
+            return None
+        return m
+
+    def _on_notice(self, n: RunNotice) -> None:
+        if (control := self._controls.get(n.run_id)) is not None:
+            control.on_notice(n)
+        elif n.kind == "canceled" and n.run_id in self._queued:
+            self._canceled.add(n.run_id)  # not started yet: it never will be
 
     async def _on_worker_event(self, msg: Msg) -> None:
         for event in decode(msg.data):
@@ -171,9 +180,10 @@ class Agent:
         subject = self.t.subjects.heartbeat(self.t.org, self.worker_id)
         nc = await self.t.connect()
         while True:
-            body = {"worker_id": self.worker_id, "run_id": self.current.run_id
-                    if self.current else None, "at": datetime.now(UTC).isoformat()}
-            await nc.publish(subject, msgspec.json.encode(body))
+            a = self.current
+            beat = Heartbeat(worker_id=self.worker_id, at=datetime.now(UTC),
+                             job_id=a.job_id if a else None, run_id=a.run_id if a else None)
+            await nc.publish(subject, msgspec.json.encode(beat))
             await anyio.sleep(self.settings.heartbeat_s)  # the heartbeat period itself
 
     async def _watch_ttl(self) -> None:
@@ -209,12 +219,12 @@ class Agent:
 
     # -- one job -------------------------------------------------------------------------
     async def _run_one(self, a: Assignment) -> None:
-        control = _RunControl(a.timeout)
-        nc = await self.t.connect()
-        # Listening before asking to start: a cancel landing meanwhile is not missed, and
-        # the subscription travels in the same write as the start request.
-        sub = await nc.subscribe(self.t.subjects.live(a.org, "job", a.job_id),
-                                 cb=control.on_job_event)
+        self._queued.discard(a.run_id)
+        if a.run_id in self._canceled:
+            self._canceled.discard(a.run_id)
+            log.info("agent.assignment_stale", job=a.job_id, reason="canceled before it started")
+            return
+        control = self._controls[a.run_id] = _RunControl(a.timeout)
         try:
             cached = self._secrets.get(a.org)
             if not self.real_gpus and cached is not None and cached[0] == a.secrets_seq:
@@ -241,8 +251,7 @@ class Agent:
                     log.warning("agent.gpu_reclaim_failed", error=str(exc))
             await self._run(a, control, secrets, confirm=False)
         finally:
-            with anyio.CancelScope(shield=True):
-                await sub.unsubscribe()
+            del self._controls[a.run_id]
 
     async def _start(self, a: Assignment) -> dict[str, str]:
         """Tell the api the run starts; returns the org's secrets (kept, with their
@@ -377,8 +386,8 @@ class Agent:
 
 
 class _RunControl:
-    """Why and when a running job must stop: a cancel or a (extendable) timeout seen on
-    the job's events, or the agent stopping."""
+    """Why and when a running job must stop: a cancel or an (extendable) timeout the
+    scheduler tells of, the assignment's timeout passing, or the agent stopping."""
 
     def __init__(self, timeout: datetime | None) -> None:
         self.cancel = anyio.Event()
@@ -390,13 +399,11 @@ class _RunControl:
             self.why = why
             self.cancel.set()
 
-    async def on_job_event(self, msg: Msg) -> None:
-        for event in decode(msg.data):
-            if isinstance(event, JobCanceled):
-                self.why = "timeout" if event.reason == "timeout" else "canceled"
-                self.cancel.set()
-            elif isinstance(event, JobTimeoutExtended):
-                self.deadline = event.timeout
+    def on_notice(self, n: RunNotice) -> None:
+        if n.kind == "canceled":
+            self.stop("timeout" if n.reason == "timeout" else "canceled")
+        else:
+            self.deadline = n.timeout
 
     async def watch(self, stopping: anyio.Event) -> None:
         while not self.cancel.is_set():

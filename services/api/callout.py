@@ -2,7 +2,8 @@
 
 Each connection gets exactly its organization's subjects (NATS-AUTH.md): requests under
 its own token id, replies on its own inbox prefix, live data of its organization; a
-worker additionally its own machine's heartbeat, log and assignment subjects. Tenants
+worker, of the live events only its own worker's, and its own machine's heartbeat, log
+and assignment subjects (the scheduler tells it of its runs' cancels). Tenants
 get no JetStream API rights at all. Revoking a token kicks its live connections.
 """
 
@@ -37,7 +38,8 @@ def grant_for(ns: str, t: TokenState) -> Grant:
     if t.role == "worker" and t.worker_id:
         w = t.worker_id
         pub += [f"{ns}hb.{org}.{w}", f"{ns}log.{org}.{w}.>"]
-        sub += [f"{ns}agent.{org}.{w}", f"{ns}live.{org}.job.>", f"{ns}live.{org}.worker.{w}"]
+        # No job's live events: the scheduler tells the agent of its runs' cancels.
+        sub += [f"{ns}agent.{org}.{w}", f"{ns}live.{org}.worker.{w}"]
     else:
         sub += [f"{ns}live.{org}.>"]
     return Grant(name=tid, pub_allow=pub, sub_allow=sub)

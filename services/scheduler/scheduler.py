@@ -24,7 +24,7 @@ from nats.js import JetStreamContext
 from openweights.adapters.nats.eventlog import EventLog
 from openweights.adapters.nats.fold import LiveFold
 from openweights.adapters.nats.reader import StoredMessage, read_stream
-from openweights.api.protocol import Assignment
+from openweights.api.protocol import Assignment, Heartbeat, RunNotice
 from openweights.config import Settings
 from openweights.domain import job
 from openweights.domain.commands import AssignJob, CancelJob, RequeueJob
@@ -32,7 +32,7 @@ from openweights.domain.job import JobState
 from openweights.domain.matching import cached_model, pick_worker, priority
 from openweights.domain.worker import WorkerState
 from openweights.errors import ConcurrencyConflict, OpenWeightsError
-from openweights.events import Actor, Event, JobCompleted
+from openweights.events import Actor, Event, JobCanceled, JobCompleted, JobTimeoutExtended
 from openweights.subjects import Subjects
 from services.lifecycle import decide_and_append, declare_lost
 
@@ -58,6 +58,8 @@ class Scheduler:
         # jobs it looks at, not the length of the queue.
         self._queues: dict[str, list[tuple[Any, str]]] = defaultdict(list)
         self._wake = anyio.Event()
+        self._notices: list[RunNotice] = []
+        self._notices_wake = anyio.Event()
 
     # -- state -----------------------------------------------------------------------
     def _on_event(self, seq: int, org: str, event: Event, before: Any, after: Any) -> None:
@@ -76,9 +78,27 @@ class Scheduler:
                 self._open.pop(key, None)
             if isinstance(event, JobCompleted) and (name := cached_model(after.model)):
                 self.cached[event.worker_id].add(name)
+            elif isinstance(event, JobCanceled | JobTimeoutExtended):
+                self._notice(org, event, before)
         elif isinstance(after, WorkerState):
             self._workers[(org, after.id)] = after
         self._wake.set()
+
+    def _notice(self, org: str, event: JobCanceled | JobTimeoutExtended, before: Any) -> None:
+        """The agent running the job learns of its cancel or new timeout from us: it
+        listens on its own subject only, not to every job it runs."""
+        run = before.open_run if isinstance(before, JobState) else None
+        window = timedelta(seconds=self.settings.run_notice_window_s)
+        if run is None or datetime.now(UTC) - event.at >= window:
+            return  # history replayed: a heartbeat naming a run that is over has it told
+        if isinstance(event, JobCanceled):
+            notice = RunNotice(org=org, job_id=run.job_id, run_id=run.id,
+                               worker_id=run.worker_id, kind="canceled", reason=event.reason)
+        else:
+            notice = RunNotice(org=org, job_id=run.job_id, run_id=run.id,
+                               worker_id=run.worker_id, kind="timeout", timeout=event.timeout)
+        self._notices.append(notice)
+        self._notices_wake.set()
 
     def pending(self) -> list[JobState]:
         return list(self._pending.values())
@@ -96,6 +116,7 @@ class Scheduler:
             try:
                 await tg.start(self.fold.run)
                 tg.start_soon(self._assign_forever)
+                tg.start_soon(self._notify_forever)
                 tg.start_soon(self._check_forever)
                 log.info("scheduler.started", seq=self.fold.seq)
                 task_status.started()
@@ -115,6 +136,30 @@ class Scheduler:
     async def _on_heartbeat(self, msg: Msg) -> None:
         _, org, wid = msg.subject.split(".", 2)
         self.last_seen[(org, wid)] = datetime.now(UTC)
+        try:
+            beat = msgspec.json.decode(msg.data, type=Heartbeat)
+        except msgspec.DecodeError:
+            return  # liveness is all a heartbeat must prove
+        j = self.fold.get(org, "job", beat.job_id) if beat.job_id and beat.run_id else None
+        run = j.run(beat.run_id) if j is not None and beat.run_id else None
+        if run is not None and run.worker_id == wid and run.status != "in_progress":
+            # Its agent missed the notice (sent before a restart of ours, or lost).
+            self._notices.append(RunNotice(org=org, job_id=run.job_id, run_id=run.id,
+                                           worker_id=wid, kind="canceled",
+                                           reason=f"the run is {run.status}"))
+            self._notices_wake.set()
+
+    async def _notify_forever(self) -> None:
+        while True:
+            await self._notices_wake.wait()
+            self._notices_wake = anyio.Event()
+            notices, self._notices = self._notices, []
+            for n in notices:
+                try:
+                    await self.nc.publish(self.subjects.agent(n.org, n.worker_id),
+                                          msgspec.json.encode(n))
+                except Exception as exc:  # its next heartbeat has it told again
+                    log.warning("scheduler.notice_failed", run=n.run_id, error=str(exc))
 
     # -- assignment ------------------------------------------------------------------
     async def _assign_forever(self) -> None:

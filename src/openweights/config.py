@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     worker_lost_starting_s: float = 600.0
     run_start_timeout_s: float = 120.0
     scheduler_check_s: float = 5.0
+    # A cancel or new timeout the scheduler folds within this long of its time is told
+    # to the run's agent at once; an older one (a restart's replay) only when a
+    # heartbeat names a run already over. 0: heartbeats only (tests of that path).
+    run_notice_window_s: float = 60.0
     provisioner_check_s: float = 5.0
     idle_shutdown_s: float = 300.0
     min_worker_age_s: float = 600.0

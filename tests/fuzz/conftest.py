@@ -476,6 +476,8 @@ class Strategies:
         # The script is opaque to the agent (sh runs it) and an agent may start it before
         # the api refuses the start: only harmless ones, never random shell text.
         fields["script"] = st.sampled_from(["true", "echo fuzz", "exit 3", "sleep 0.2"])
+        # The tag of the message union: mostly an assignment, sometimes a notice or junk.
+        fields["type"] = st.sampled_from(["assignment"] * 3 + ["run_notice"]) | TEXT
         typed = st.fixed_dictionaries(fields).map(
             lambda b: Assign(msgspec.json.encode(b), "typed"))
         return typed | st.binary(max_size=200).map(lambda b: Assign(b, "raw:bytes")) | \

@@ -53,3 +53,29 @@ def test_a_job_past_its_timeout_ends_canceled_with_reason_timeout(lab, tmp_path:
     _assert_stopped_with_partial_log(lab, job.id, pidfile, alive)
     ends = [s.event for s in lab.read("job", job.id) if isinstance(s.event, JobCanceled)]
     assert [e.reason for e in ends] == ["timeout"]
+
+
+def test_a_cancel_the_agent_was_not_told_of_reaches_it_through_its_heartbeat(
+        lab, tmp_path: Path, alive) -> None:
+    """No notice as the cancel is folded (as after a scheduler restart): the agent's
+    next heartbeat names a run that is over, and the scheduler tells it then."""
+    lab.configure(run_notice_window_s=0)
+    lab.start()
+    pidfile = tmp_path / "pid"
+    job = lab.submit(_sleeper(pidfile))
+    lab.live.wait_line("started", timeout=60)
+
+    assert lab.ow.jobs.cancel(job.id).status == "canceled"
+    _assert_stopped_with_partial_log(lab, job.id, pidfile, alive)
+
+
+def test_a_timeout_moved_later_while_the_job_runs_lets_it_finish(lab, tmp_path: Path) -> None:
+    lab.start()
+    deadline = datetime.now(UTC) + timedelta(seconds=2)
+    job = lab.submit("echo started; sleep 4; echo finished", timeout=deadline)
+    lab.live.wait_line("started", timeout=60)
+
+    lab.ow.jobs.renew_lease(job.id, 60)  # before the first deadline: the agent is told
+    assert job.wait(timeout=30).status == "completed"
+    (run,) = lab.ow.runs.list(job_id=job.id)
+    assert run.logs() == "started\nfinished\n"

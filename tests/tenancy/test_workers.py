@@ -184,8 +184,12 @@ def test_a_worker_cannot_use_another_workers_subjects(fleet: Fleet) -> None:
         async def cb(msg: Any) -> None:
             got.append(msg.subject)
 
+        # Not even its own org's job events: those of the jobs it runs reach it as the
+        # scheduler's notices.
+        org_jobs = s.live(A, "job", ">")
         for subject in (s.agent(A, "w2"), s.live(A, "worker", "w2"), f"{world.ns}agent.{A}.*",
-                        f"{world.ns}hb.>", f"{world.ns}log.>", f"{world.ns}livelog.{A}.w2.>"):
+                        f"{world.ns}hb.>", f"{world.ns}log.>", f"{world.ns}livelog.{A}.w2.>",
+                        org_jobs):
             await w1.subscribe(subject, cb=cb)
         own = await w1.subscribe(s.agent(A, "w1"))
         await wait_flushed(w1)
@@ -195,7 +199,7 @@ def test_a_worker_cannot_use_another_workers_subjects(fleet: Fleet) -> None:
         await w1.publish(s.log(A, "run-2", "w2"), b"forged line\n")
         await w1.publish(s.agent(A, "w2"), b"{}")
         await w1.flush()
-        for subject in (s.agent(A, "w2"), s.live(A, "worker", "w2")):
+        for subject in (s.agent(A, "w2"), s.live(A, "worker", "w2"), org_jobs):
             await errors.wait_for(f'permissions violation for subscription to "{subject}"')
         for subject in (s.heartbeat(A, "w2"), s.log(A, "run-2", "w2")):
             await errors.wait_for(f'permissions violation for publish to "{subject}"')

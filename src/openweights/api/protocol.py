@@ -209,8 +209,8 @@ class AgentTTL(Request, kw_only=True):
     ttl_until: Instant
 
 
-class Assignment(msgspec.Struct, kw_only=True):
-    """What the scheduler sends an agent (core request/reply; the log has JobAssigned)."""
+class Assignment(msgspec.Struct, kw_only=True, tag="assignment", tag_field="type"):
+    """What the scheduler sends an agent (core NATS; the log has JobAssigned)."""
 
     org: str
     job_id: str
@@ -224,6 +224,33 @@ class Assignment(msgspec.Struct, kw_only=True):
     # The version of the org's secrets when assigned (``LiveFold.kind_seq``); -1: unknown.
     # An agent holding that version starts the command while the api confirms the start.
     secrets_seq: int = -1
+
+
+class RunNotice(msgspec.Struct, kw_only=True, tag="run_notice", tag_field="type"):
+    """What the scheduler tells an agent about a run it was assigned: ``canceled`` (stop
+    the run; ``reason`` "timeout" for a passed timeout) or ``timeout`` (the job's
+    timeout is now ``timeout``). Sent on the agent's subject as the scheduler folds the
+    change, and ``canceled`` again for an ended run that a heartbeat still names."""
+
+    org: str
+    job_id: str
+    run_id: str
+    worker_id: str
+    kind: Literal["canceled", "timeout"]
+    reason: str | None = None
+    timeout: datetime | None = None
+
+
+class Heartbeat(msgspec.Struct, kw_only=True):
+    """An agent's heartbeat (``<ns>hb.<org>.<worker_id>``): the run it is running."""
+
+    worker_id: str
+    at: datetime
+    job_id: str | None = None
+    run_id: str | None = None
+
+
+ToAgent = Assignment | RunNotice
 
 
 # -- tenancy ----------------------------------------------------------------------------
