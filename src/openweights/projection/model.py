@@ -7,7 +7,7 @@ tracks which rows changed so the caller writes only those.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +37,7 @@ from openweights.events.job import JOB_EVENTS
 from openweights.events.org import ORG_EVENTS
 from openweights.events.worker import WORKER_EVENTS
 from openweights.projection import rows
-from openweights.projection.rows import Row
+from openweights.projection.rows import TABLES, Row
 
 _KIND: dict[type, str] = {
     **{cls: "job" for cls in JOB_EVENTS}, **{cls: "worker" for cls in WORKER_EVENTS},
@@ -187,12 +187,21 @@ class ReadModel:
 
     def all_rows(self) -> dict[str, list[Row]]:
         """Every row, for a replay into empty tables."""
-        out: dict[str, list[Row]] = {
-            t: [r for k in self._keys(t) if (r := self.row(t, k)) is not None]
-            for t in self.dirty}
-        out["runs"] = self.run_rows(self.jobs)
-        out["events"] = self.new_events
-        return out
+        return {t: list(self.iter_rows(t)) for t in TABLES}
+
+    def iter_rows(self, table: str) -> Iterator[Row]:
+        """Every row of ``table``, made as it is consumed (a COPY that streams them)."""
+        if table == "runs":
+            for state in self.jobs.values():
+                org = state.org
+                for run in state.runs:
+                    yield rows.run_row(run, org)
+        elif table == "events":
+            yield from self.new_events
+        else:
+            for k in self._keys(table):
+                if (r := self.row(table, k)) is not None:
+                    yield r
 
     def _keys(self, table: str) -> Iterable[Any]:
         return {"jobs": self.jobs, "workers": self.workers, "files": self.files,
