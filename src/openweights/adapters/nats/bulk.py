@@ -145,6 +145,7 @@ class _OrderedRead:
         self.stats = ReadStats(last_seq=start_seq - 1)
         self.api_inbox, self.sid = _inbox(), 1
         self.consumers: list[str] = []  # created on the server, deleted at the end
+        self.unanswered: set[int] = set()  # sids whose CONSUMER.CREATE has no answer yet
         self.created = False
         self.restarts = 0
         conn.send(wire.sub(f"{self.api_inbox}.*", 1))
@@ -198,6 +199,7 @@ class _OrderedRead:
         elif self.filter_subjects:
             config["filter_subjects"] = self.filter_subjects
         request = json.dumps({"stream_name": self.stream, "config": config}).encode()
+        self.unanswered.add(self.sid)
         self.conn.parser.follow(self.sid)
         self.conn.send(wire.sub(deliver, self.sid),
                        wire.pub(f"$JS.API.CONSUMER.CREATE.{self.stream}", request,
@@ -213,6 +215,7 @@ class _OrderedRead:
 
     def created_reply(self, c: wire.Control) -> bool:
         """Handle a CONSUMER.CREATE answer; True when there is nothing to read."""
+        self.unanswered.discard(int(c.subject.rpartition(".")[2]))
         if c.status == 503:
             raise ReadFailed("JetStream is not enabled on this nats-server (no responders)")
         body = json.loads(c.data)
@@ -251,12 +254,22 @@ class _OrderedRead:
         return done
 
     async def delete_consumers(self) -> None:
-        """Best effort (they also vanish after ``inactive_threshold`` without interest)."""
+        """Best effort (they also vanish after ``inactive_threshold`` without interest).
+
+        A read can be done before the server said which consumer it created (the
+        deliveries may come first): that answer is awaited, to name the consumer.
+        """
         self.conn.send(wire.unsub(self.sid))
-        for name in self.consumers:
-            self.conn.send(wire.pub(f"$JS.API.CONSUMER.DELETE.{self.stream}.{name}",
-                                    reply=f"{self.api_inbox}.0"))
         with anyio.move_on_after(self.timeout_s):
+            while self.unanswered:
+                _, controls = await self.conn.receive()
+                for c in controls:
+                    if c.kind is wire.Kind.REPLY and c.sid == 1:
+                        with contextlib.suppress(OpenWeightsError):
+                            self.created_reply(c)
+            for name in self.consumers:
+                self.conn.send(wire.pub(f"$JS.API.CONSUMER.DELETE.{self.stream}.{name}",
+                                        reply=f"{self.api_inbox}.0"))
             answered = 0
             while answered < len(self.consumers):
                 _, controls = await self.conn.receive()

@@ -103,6 +103,7 @@ class Parser:
         self._sid = b""
         self._next_cseq = 1
         self._gap = False
+        self._v1: bool | None = None  # the form of the consumer's ack subjects
         # Index (in the last feed's messages) of the first delivered with nothing pending
         # after it: where a read that does not follow the stream is caught up.
         self.caught_up_at: int | None = None
@@ -112,63 +113,73 @@ class Parser:
         self._sid = str(deliver_sid).encode()
         self._next_cseq = 1
         self._gap = False
+        self._v1 = None
 
     def feed(self, data: bytes) -> tuple[list[StoredMessage], list[Control]]:
         """Messages delivered in order, and the controls seen, in this chunk of bytes."""
+        try:
+            return self._feed(data)
+        except (ValueError, IndexError) as exc:  # a size or sequence that is no number...
+            raise ProtocolError(f"malformed frame: {exc}") from exc
+
+    def _feed(self, data: bytes) -> tuple[list[StoredMessage], list[Control]]:
         buf = self._rest + data if self._rest else data
         msgs: list[StoredMessage] = []
         controls: list[Control] = []
-        pos, n, sid, caught = 0, len(buf), self._sid, -1
+        pos, n, sid, caught, nxt, v1 = 0, len(buf), self._sid, -1, self._next_cseq, self._v1
         find, append = buf.find, msgs.append
+        # One pass, a frame at a time; the hot path (a delivery) is inlined: it runs once
+        # per stored message.
         while True:
             eol = find(CRLF, pos)
             if eol < 0:
                 if n - pos > MAX_CONTROL_LINE:
                     raise ProtocolError("control line too long")
                 break
-            op = buf[pos:pos + 4]
-            if op == b"MSG ":
+            op = buf[pos]
+            if op == 77:  # M: MSG <subject> <sid> [reply] <size>
                 args = buf[pos + 4:eol].split(b" ")
-                start = eol + 2
+                body = start = eol + 2
                 end = start + int(args[-1])
-                if end + 2 > n:
-                    break
-                if args[1] != sid:
-                    controls.append(_reply(args, b"", buf[start:end]))
-                elif not self._gap:
-                    sseq, cseq, ts, pending = ack_metadata(args[2])
-                    if cseq != self._next_cseq:
-                        controls.append(self._lost(cseq))
-                    else:
-                        self._next_cseq = cseq + 1
-                        append(StoredMessage(sseq, ts, args[0].decode(), buf[start:end]))
-                        if not pending and caught < 0:
-                            caught = len(msgs) - 1
-                pos = end + 2
-            elif op == b"HMSG":
+                with_reply = len(args) == 4
+            elif op == 72:  # H: HMSG <subject> <sid> [reply] <header size> <size>
                 args = buf[pos + 5:eol].split(b" ")
                 start = eol + 2
                 body = start + int(args[-2])
                 end = start + int(args[-1])
-                if end + 2 > n:
-                    break
-                if args[1] != sid:
-                    controls.append(_reply(args[:-1], buf[start:body], buf[body:end]))
-                elif buf.startswith(b"NATS/1.0 ", start) and body == end:
-                    controls += self._status(args, buf[start:body])
-                elif not self._gap:  # a stored message with headers
-                    sseq, cseq, ts, pending = ack_metadata(args[2])
-                    if cseq != self._next_cseq:
-                        controls.append(self._lost(cseq))
-                    else:
-                        self._next_cseq = cseq + 1
-                        append(StoredMessage(sseq, ts, args[0].decode(), buf[body:end]))
-                        if not pending and caught < 0:
-                            caught = len(msgs) - 1
-                pos = end + 2
+                with_reply = len(args) == 5
             else:
                 controls.append(_op(buf[pos:eol]))
                 pos = eol + 2
+                continue
+            if end + 2 > n:
+                break
+            pos = end + 2
+            if args[1] != sid:
+                reply = args[2].decode() if with_reply else ""
+                controls.append(_reply(args, reply, buf[start:body], buf[body:end]))
+            elif body == end and body != start and buf.startswith(b"NATS/1.0 ", start):
+                self._next_cseq = nxt
+                controls += self._status(args[2].decode() if with_reply else "",
+                                         buf[start:body])
+            elif not self._gap:
+                if v1 is None:
+                    v1 = self._v1 = args[2].count(b".") == 8
+                if v1:
+                    _, s, c, t, p = args[2].rsplit(b".", 4)
+                    sseq, cseq, ts, done = int(s), int(c), int(t), p == b"0"
+                else:
+                    sseq, cseq, ts, left = ack_metadata(args[2])
+                    done = left == 0
+                if cseq != nxt:
+                    self._next_cseq = nxt
+                    controls.append(self._lost(cseq))
+                    continue
+                nxt += 1
+                append(StoredMessage(sseq, ts, args[0].decode(), buf[body:end]))
+                if done and caught < 0:
+                    caught = len(msgs) - 1
+        self._next_cseq = nxt
         self._rest = buf[pos:]
         self.caught_up_at = caught if caught >= 0 else None
         return msgs, controls
@@ -177,9 +188,8 @@ class Parser:
         self._gap = True
         return Control(Kind.GAP, text=f"consumer sequence {cseq}, expected {self._next_cseq}")
 
-    def _status(self, args: list[bytes], block: bytes) -> list[Control]:
+    def _status(self, reply: str, block: bytes) -> list[Control]:
         headers = parse_headers(block)
-        reply = args[2].decode() if len(args) == 5 else ""
         desc = headers.get("Description", "")
         if headers.get("Status") != "100":
             return [Control(Kind.STATUS, reply=reply, headers=headers, text=desc)]
@@ -192,8 +202,7 @@ class Parser:
         return out
 
 
-def _reply(args: list[bytes], headers: bytes, data: bytes) -> Control:
-    reply = args[2].decode() if len(args) == 4 else ""
+def _reply(args: list[bytes], reply: str, headers: bytes, data: bytes) -> Control:
     return Control(Kind.REPLY, sid=int(args[1]), subject=args[0].decode(), reply=reply,
                    headers=parse_headers(headers) if headers else {}, data=data)
 
