@@ -17,6 +17,7 @@ so the job may use it (``ow.run.log``) meanwhile.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 from datetime import UTC, datetime, timedelta
@@ -125,6 +126,8 @@ class Agent:
             self.stop_reason = reason
             self.stopping.set()
             self._send.send_nowait(None)
+            for control in self._controls.values():
+                control.stop("shutdown")
 
     async def _report_stopped(self) -> None:
         """Once, and before any job is given back: an active worker would be handed it
@@ -225,6 +228,8 @@ class Agent:
             log.info("agent.assignment_stale", job=a.job_id, reason="canceled before it started")
             return
         control = self._controls[a.run_id] = _RunControl(a.timeout)
+        if self.stopping.is_set():
+            control.stop("shutdown")
         try:
             cached = self._secrets.get(a.org)
             if not self.real_gpus and cached is not None and cached[0] == a.secrets_seq:
@@ -252,6 +257,7 @@ class Agent:
             await self._run(a, control, secrets, confirm=False)
         finally:
             del self._controls[a.run_id]
+            control.close()
 
     async def _start(self, a: Assignment) -> dict[str, str]:
         """Tell the api the run starts; returns the org's secrets (kept, with their
@@ -290,10 +296,7 @@ class Agent:
         nc = await self.t.connect()
         log_subject = self.t.subjects.log(a.org, a.run_id, self.worker_id)
         refused: list[Exception] = []
-        confirmed = anyio.Event()
-        start_sent = not confirm
-        if start_sent:
-            confirmed.set()
+        start_sent = False
 
         async def on_line(line: bytes) -> None:
             await nc.publish(log_subject, line + b"\n")
@@ -302,27 +305,27 @@ class Agent:
             nonlocal start_sent
             # A linger, not a wait for something: a job done by then reports its start
             # with its end, in one request and one append.
-            await anyio.sleep(QUICK_JOB_S)
+            await asyncio.sleep(QUICK_JOB_S)
             start_sent = True
             try:
                 await self._start(a)
             except REFUSED as exc:
                 refused.append(exc)
                 control.stop("refused")
-            finally:
-                confirmed.set()
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(control.watch, self.stopping)
-            if confirm:
-                tg.start_soon(confirm_start)
+        # A plain task, not a task group: one job's worth of anyio bookkeeping is a
+        # measurable part of a no-op job (see run_job_process).
+        confirming = asyncio.ensure_future(confirm_start()) if confirm else None
+        try:
             outcome = await run_job_process(
                 a.script, cwd=workdir, env=env, on_line=on_line, log_path=ws.log,
                 cancel=control.cancel, grace_s=self.settings.cancel_grace_s)
-            if start_sent:
-                await confirmed.wait()  # nothing is reported about a run not (yet) ours
-            tg.cancel_scope.cancel()
-        with_start = not start_sent
+            if confirming is not None and start_sent:
+                await confirming  # nothing is reported about a run not (yet) ours
+        finally:
+            if confirming is not None and not confirming.done():
+                confirming.cancel()
+        with_start = confirming is not None and not start_sent
         if with_start and outcome.status not in ("completed", "failed"):
             try:  # stopped early (canceled, shutdown): the start goes first, on its own
                 await self._start(a)
@@ -387,31 +390,37 @@ class Agent:
 
 class _RunControl:
     """Why and when a running job must stop: a cancel or an (extendable) timeout the
-    scheduler tells of, the assignment's timeout passing, or the agent stopping."""
+    scheduler tells of, the assignment's timeout passing, or the agent stopping. The
+    timeout is a timer on the loop, not a task polling the clock."""
 
     def __init__(self, timeout: datetime | None) -> None:
         self.cancel = anyio.Event()
         self.why = "canceled"
-        self.deadline = timeout
+        self._timer: asyncio.TimerHandle | None = None
+        self.set_deadline(timeout)
+
+    def set_deadline(self, deadline: datetime | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None and not self.cancel.is_set():
+            left = (deadline - datetime.now(UTC)).total_seconds()
+            self._timer = asyncio.get_running_loop().call_later(max(left, 0.0), self.stop,
+                                                                "timeout")
 
     def stop(self, why: str) -> None:
         if not self.cancel.is_set():
             self.why = why
             self.cancel.set()
+        self.close()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def on_notice(self, n: RunNotice) -> None:
         if n.kind == "canceled":
             self.stop("timeout" if n.reason == "timeout" else "canceled")
         else:
-            self.deadline = n.timeout
-
-    async def watch(self, stopping: anyio.Event) -> None:
-        while not self.cancel.is_set():
-            if stopping.is_set():
-                self.stop("shutdown")
-            elif self.deadline is not None and self.deadline <= datetime.now(UTC):
-                self.stop("timeout")
-            else:
-                with anyio.move_on_after(1.0):  # re-check the (extendable) deadline
-                    await stopping.wait()
-
+            self.set_deadline(n.timeout)

@@ -11,9 +11,9 @@ finished, so a job never leaves anything running on the GPU behind it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
-import math
 import os
 import re
 import signal
@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 import anyio
-from anyio.abc import ByteReceiveStream, Process
 
 __all__ = [
     "MAX_LINE_BYTES", "LineSplitter", "OnLine", "OnStart", "ProcessOutcome", "Status",
@@ -150,17 +149,15 @@ async def run_job_process(
     ``deadline`` (``anyio.current_time()`` clock) stops the group: SIGTERM, then SIGKILL
     after ``grace_s``. Members left behind by a command that exits by itself are stopped
     the same way. If the caller is cancelled, the group is SIGKILLed and the
-    cancellation re-raised. Errors raised by ``on_line`` also kill the group and
-    propagate (inside an ExceptionGroup).
+    cancellation re-raised. An error raised by ``on_line`` also kills the group and
+    propagates.
+
+    Plain asyncio inside, on purpose: this runs once per job, and each anyio primitive
+    looks up the running async library (and each cancel formats the task's repr) -
+    together about a fifth of an agent's CPU per no-op job.
     """
     with _LazyLog(log_path) as log:
-        # Shielded: a cancellation landing mid-spawn would leak a running child.
-        with anyio.CancelScope(shield=True):
-            process = await anyio.open_process(
-                ["/bin/sh", "-c", command], cwd=cwd, env=dict(env),
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        process = await _spawn(command, cwd, env)
         started_at = time.time()
         try:
             if on_start is not None:
@@ -171,9 +168,56 @@ async def run_job_process(
                 await _kill_group(process)
             raise
         finally:
-            with anyio.CancelScope(shield=True):
-                await process.aclose()
+            process.transport.close()  # the pipes; the shell is reaped by now
     return _outcome(process, stop_reason, started_at)
+
+
+class _Child:
+    """The spawned shell. Its exit is a future of our own: on 3.11, asyncio's
+    ``Process.wait()`` also waits for the pipes to close, which a process that left the
+    group can keep open."""
+
+    def __init__(self, transport: asyncio.SubprocessTransport, protocol: _Protocol) -> None:
+        self.transport, self._exit = transport, protocol.exit
+        self.pid: int = transport.get_pid()
+        self.stdout = protocol.stdout
+
+    @property
+    def returncode(self) -> int | None:
+        return self.transport.get_returncode()
+
+    async def wait(self) -> None:
+        """Until the shell itself exits (shielded: a caller's timeout leaves it be)."""
+        await asyncio.shield(self._exit)
+
+
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=2**16, loop=loop)
+        self.exit: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exit.done():
+            self.exit.set_result(None)
+
+
+async def _spawn(command: str, cwd: Path, env: Mapping[str, str]) -> _Child:
+    loop = asyncio.get_running_loop()
+    spawning = asyncio.ensure_future(loop.subprocess_exec(
+        lambda: _Protocol(loop), "/bin/sh", "-c", command, cwd=cwd, env=dict(env),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True))
+    try:
+        transport, protocol = await asyncio.shield(spawning)
+    except asyncio.CancelledError:
+        # Cancelled mid-spawn: the child may exist all the same, and must not leak.
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            transport, protocol = await spawning
+            await _kill_group(_Child(transport, protocol))
+            transport.close()
+        raise
+    return _Child(transport, protocol)
 
 
 class _LazyLog:
@@ -199,40 +243,53 @@ class _LazyLog:
 
 
 async def _run_to_end(
-    process: Process, log: _LazyLog, on_line: OnLine,
+    process: _Child, log: _LazyLog, on_line: OnLine,
     cancel: anyio.Event, deadline: float | None, grace_s: float,
 ) -> str | None:
     assert process.stdout is not None
     pump = _OutputPump(process.stdout, log, on_line)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(pump.run)
-        stop_reason = await _wait_exit_or_stop(process, cancel, deadline)
+    reader = asyncio.ensure_future(pump.run())
+    try:
+        stop_reason = await _wait_exit_or_stop(process, cancel, deadline, reader)
         # Also after a normal exit: what the command left running dies with the job.
         await _stop_group(process, grace_s)
-        pump.group_gone()
-        with anyio.move_on_after(_DRAIN_MAX_S):
-            await pump.done.wait()
-        tg.cancel_scope.cancel()
+        await pump.drain(reader)
+    finally:
+        if not reader.done():  # a pipe held open by a process that left the group
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+    if not reader.cancelled():
+        reader.result()  # the output callback's error, if any
     return stop_reason
 
 
 async def _wait_exit_or_stop(
-    process: Process, cancel: anyio.Event, deadline: float | None
+    process: _Child, cancel: anyio.Event, deadline: float | None,
+    reader: asyncio.Future[None],
 ) -> str | None:
-    """None once the process exits by itself; "canceled" or "timeout" if we must stop it."""
-    async with anyio.create_task_group() as tg:
-        tg.cancel_scope.deadline = math.inf if deadline is None else deadline
-        tg.start_soon(_cancel_when_set, cancel, tg.cancel_scope)
-        await process.wait()
-        tg.cancel_scope.cancel()
-    if process.returncode is not None:
-        return None
-    return "canceled" if cancel.is_set() else "timeout"
-
-
-async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()
+    """None once the process exits by itself; "canceled" or "timeout" if we must stop it.
+    Raises what the output reader raised, without waiting for the process."""
+    loop = asyncio.get_running_loop()
+    exited = asyncio.ensure_future(process.wait())  # the shield inside keeps the exit
+    canceled = asyncio.ensure_future(cancel.wait())
+    try:
+        while True:
+            waits = {exited, canceled} if reader.done() else {exited, canceled, reader}
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            done, _ = await asyncio.wait(waits, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if process.returncode is not None:
+                return None
+            if canceled.done():
+                return "canceled"
+            if reader.done() and reader.exception() is not None:
+                reader.result()  # raises it
+            if not done:
+                return "timeout"
+    finally:
+        for waiter in (exited, canceled):
+            waiter.cancel()
 
 
 class _OutputPump:
@@ -240,36 +297,37 @@ class _OutputPump:
 
     Once the group is gone the pipe normally ends at once; only a process that escaped
     the group (setsid) can hold it open, so from then on a read idle for ``_DRAIN_S``
-    ends the pump. A slow ``on_line`` is never cut short by that: only reads time out.
+    ends the pump (and the whole drain lasts at most ``_DRAIN_MAX_S``). A slow
+    ``on_line`` is never cut short by that: only reads time out.
     """
 
-    def __init__(self, stream: ByteReceiveStream, log: _LazyLog, on_line: OnLine) -> None:
+    def __init__(self, stream: asyncio.StreamReader, log: _LazyLog, on_line: OnLine) -> None:
         self._stream, self._log, self._on_line = stream, log, on_line
-        self._idle_limit = math.inf
-        self._read_scope: anyio.CancelScope | None = None
-        self.done = anyio.Event()
-
-    def group_gone(self) -> None:
-        self._idle_limit = _DRAIN_S
-        if self._read_scope is not None:
-            self._read_scope.deadline = anyio.current_time() + _DRAIN_S
+        self._reading_since: float | None = None  # loop time a pending read began
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         splitter = LineSplitter()
-        while (chunk := await self._read()) is not None:
+        while True:
+            self._reading_since = loop.time()
+            chunk = await self._stream.read(2**16)
+            self._reading_since = None
+            if not chunk:
+                break
             await self._emit(splitter.feed(chunk))
         await self._emit(splitter.flush())
-        self.done.set()
 
-    async def _read(self) -> bytes | None:
-        with anyio.move_on_after(self._idle_limit) as self._read_scope:
-            try:
-                return await self._stream.receive()
-            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                return None
-            finally:
-                self._read_scope = None
-        return None
+    async def drain(self, reader: asyncio.Future[None]) -> None:
+        """Until ``reader`` (running :meth:`run`) ends, or a read stays idle too long."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + _DRAIN_MAX_S
+        while not reader.done():
+            since = self._reading_since
+            idle_end = (since if since is not None else loop.time()) + _DRAIN_S
+            now = loop.time()
+            if now >= give_up or (since is not None and now >= idle_end):
+                return  # the caller cancels the reader
+            await asyncio.wait([reader], timeout=min(idle_end, give_up) - now)
 
     async def _emit(self, lines: list[bytes]) -> None:
         if not lines:
@@ -286,29 +344,31 @@ async def _call(callback: Callable[..., object], arg: object) -> None:
         await result
 
 
-async def _stop_group(process: Process, grace_s: float) -> None:
+async def _stop_group(process: _Child, grace_s: float) -> None:
     """SIGTERM the job's process group; SIGKILL whatever is left after ``grace_s``."""
+    if process.returncode is not None and not _group_alive(process.pid):
+        return  # the usual end: the command exited and left nothing running
     _signal_group(process, signal.SIGTERM)
-    with anyio.move_on_after(grace_s):
-        await _wait_group_gone(process)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(_wait_group_gone(process), grace_s)
     await _kill_group(process)
 
 
-async def _kill_group(process: Process) -> None:
+async def _kill_group(process: _Child) -> None:
     _signal_group(process, signal.SIGKILL)
-    with anyio.move_on_after(_KILL_WAIT_S):
-        await _wait_group_gone(process)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(_wait_group_gone(process), _KILL_WAIT_S)
     await process.wait()  # SIGKILL cannot be ignored: the leader ends and is reaped
 
 
-async def _wait_group_gone(process: Process) -> None:
+async def _wait_group_gone(process: _Child) -> None:
     await process.wait()
     # Polled: other members are not our children, so nothing signals their exit.
     while _group_alive(process.pid):  # noqa: ASYNC110
-        await anyio.sleep(_POLL_S)
+        await asyncio.sleep(_POLL_S)
 
 
-def _signal_group(process: Process, sig: int) -> None:
+def _signal_group(process: _Child, sig: int) -> None:
     # The group id is the leader's pid. Once the leader is reaped that pid can be reused
     # by an unrelated session leader, so only signal a group that still has members.
     if process.returncode is not None and not _group_alive(process.pid):
@@ -348,7 +408,7 @@ def _live_member(pid: str, pgid: int) -> bool:
     return int(fields[2]) == pgid and fields[0] not in (b"Z", b"X")
 
 
-def _outcome(process: Process, stop_reason: str | None, started_at: float) -> ProcessOutcome:
+def _outcome(process: _Child, stop_reason: str | None, started_at: float) -> ProcessOutcome:
     code = process.returncode
     assert code is not None
     exit_code = code if code >= 0 else None

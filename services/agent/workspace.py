@@ -5,7 +5,8 @@ JetStream keep fsyncing, one ``mkdir`` waits for the journal for about a millise
 So the next job's directory (with its empty ``uploads/``) and log file are made in a
 worker thread while the agent waits for its next assignment, and the used ones are
 removed the same way: the moment a job is picked up touches no metadata at all. A log
-file the job never wrote to is reused as the next one's.
+file the job never wrote to is reused as the next one's, and so is a directory the job
+left as it found it.
 """
 
 from __future__ import annotations
@@ -41,8 +42,13 @@ class Workspaces:
         return ws if ws is not None else await anyio.to_thread.run_sync(self._make, None)
 
     async def give_back(self, ws: Workspace) -> None:
-        """Remove a used workspace and make the next one."""
-        self._spare = await anyio.to_thread.run_sync(self._recycle, ws)
+        """Remove a used workspace and make the next one; one the job left as it found
+        it (an empty ``uploads/``, an empty log: most no-op and quick jobs) is the next
+        one, with no thread hop and no metadata written."""
+        if _untouched(ws):
+            self._spare = ws
+        else:
+            self._spare = await anyio.to_thread.run_sync(self._recycle, ws)
 
     def discard(self) -> None:
         """Remove the workspace made ahead (the agent is stopping)."""
@@ -69,6 +75,14 @@ class Workspaces:
         if not unused:
             ws.log.unlink(missing_ok=True)
         return self._make(ws.log if unused else None)
+
+
+def _untouched(ws: Workspace) -> bool:
+    try:
+        return (os.listdir(ws.dir) == ["uploads"] and not os.listdir(ws.dir / "uploads")
+                and ws.log.stat().st_size == 0)
+    except OSError:  # the job removed what it was given
+        return False
 
 
 def _remove_dir(path: Path) -> None:

@@ -223,6 +223,15 @@ async def test_log_file_holds_all_output_including_long_and_binary(tmp_path: Pat
     assert (tmp_path / "job.log").read_bytes() == b"".join(line + b"\n" for line in out.lines)
 
 
+async def test_an_output_callback_error_kills_the_group_and_propagates(tmp_path: Path) -> None:
+    def broken(line: bytes) -> None:
+        raise RuntimeError(f"cannot publish {line!r}")
+
+    with pytest.raises(RuntimeError, match="cannot publish b'go'"):
+        await run("echo $$ > pid; echo go; sleep 1000", tmp_path, broken)
+    assert is_gone(int((tmp_path / "pid").read_text()))
+
+
 async def test_sync_callbacks_are_accepted(tmp_path: Path) -> None:
     lines: list[bytes] = []
     await run("echo hi", tmp_path, lines.append)
