@@ -8,6 +8,7 @@ it was then).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import time
@@ -144,63 +145,106 @@ async def _lean_timestamps(conn: asyncpg.Connection) -> None:
 async def rebuild(settings: Settings, schema: str, *, to_seq: int | None = None,
                   as_of: datetime | None = None, progress: Progress | None = None,
                   ) -> ReplayResult:
-    """Replay into ``schema`` (dropped first if it exists) and digest its tables.
+    """Replay into ``schema`` (replaced if it exists) and digest its tables.
 
-    All rows are written in one transaction, before the secondary indexes exist (they
-    are rebuilt after, the same definitions; maintaining the events indexes while
-    folding made Postgres fall a second behind). Run-event rows are final once folded,
-    so they are COPYed while the log is still folding; the other tables' rows are made
-    as the COPY at the end consumes them.
+    The rows go into a staging schema that then replaces ``schema`` in one transaction:
+    readers see the old tables or the new ones, and a rebuild that fails leaves
+    ``schema`` as it was. See :func:`_load` for how the rows are written.
     """
     assert settings.database_url is not None
     schema = check_schema_name(schema)
+    staging = staging_schema(schema)
     started = time.perf_counter()
-    conn = await connect(settings.database_url)
+    events_conn = await connect(settings.database_url)
+    tables_conn = await connect(settings.database_url)
     try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await migrate(conn, schema)
-        await conn.execute(f'SET search_path TO "{schema}"')
-        await _lean_timestamps(conn)
+        await events_conn.execute(f'DROP SCHEMA IF EXISTS "{staging}" CASCADE')
+        await migrate(events_conn, staging)
+        indexes = await events_conn.fetch(query("secondary_indexes"), staging)
+        for ix in indexes:
+            await events_conn.execute(f'DROP INDEX "{staging}"."{ix["indexname"]}"')
+        for conn in (events_conn, tables_conn):
+            await conn.execute(f'SET search_path TO "{staging}"')
+            await _lean_timestamps(conn)
         with gc_paused():
-            async with conn.transaction():
-                await conn.execute("SET LOCAL synchronous_commit TO off")
-                indexes = await conn.fetch(query("secondary_indexes"), schema)
-                for ix in indexes:
-                    await conn.execute(f'DROP INDEX "{schema}"."{ix["indexname"]}"')
-                model, last_seq, messages, events = await _fold_copying_events(
-                    conn, settings, to_seq=to_seq, as_of=as_of, progress=progress)
-                for table in TABLES:
-                    await conn.copy_records_to_table(table, records=model.iter_rows(table),
-                                                     columns=COLUMNS[table])
-                await conn.execute("SET LOCAL maintenance_work_mem TO '256MB'")
-                for ix in indexes:
-                    await conn.execute(ix["indexdef"])
-                await conn.execute(query("set_checkpoint"), CHECKPOINT, last_seq,
-                                   datetime.now(UTC))
+            async with events_conn.transaction(), tables_conn.transaction():
+                folded = await _load(events_conn, tables_conn, indexes, settings,
+                                     to_seq=to_seq, as_of=as_of, progress=progress)
+        async with events_conn.transaction():
+            await events_conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            await events_conn.execute(f'ALTER SCHEMA "{staging}" RENAME TO "{schema}"')
         seconds = time.perf_counter() - started
-        digests = await table_digests(conn, schema)
+        digests = await table_digests(events_conn, schema)
+    except BaseException:
+        with anyio.CancelScope(shield=True), contextlib.suppress(
+                asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            await events_conn.execute(f'DROP SCHEMA IF EXISTS "{staging}" CASCADE')
+        raise
     finally:
-        await conn.close()
+        await events_conn.close()
+        await tables_conn.close()
+    _, last_seq, messages, events = folded
     return ReplayResult(schema, last_seq, messages, events, seconds, digests)
 
 
-async def _fold_copying_events(conn: asyncpg.Connection, settings: Settings, *,
-                               to_seq: int | None, as_of: datetime | None,
-                               progress: Progress | None) -> tuple[ReadModel, int, int, int]:
-    """:func:`fold_log`, COPYing chunks of event rows on ``conn`` meanwhile."""
+def staging_schema(schema: str) -> str:
+    """Where :func:`rebuild` writes before the swap (one per target schema)."""
+    return check_schema_name(f"{schema[:54]}__rebuild")
+
+
+async def _load(events_conn: asyncpg.Connection, tables_conn: asyncpg.Connection,
+                indexes: list[asyncpg.Record], settings: Settings, *, to_seq: int | None,
+                as_of: datetime | None, progress: Progress | None,
+                ) -> tuple[ReadModel, int, int, int]:
+    """Fold the log and write every row, each table before its secondary indexes exist
+    (rebuilt after, the same definitions), on two connections (two transactions).
+
+    Run-event rows are final once folded: ``events_conn`` COPYs them while the log is
+    still folding, then indexes them. Meanwhile ``tables_conn`` COPYs the other tables,
+    their rows made as the COPY consumes them, and indexes those: the end runs on both
+    cores. (Keeping the events indexes while folding was tried: Postgres fell a second
+    behind.)
+    """
+    events_ix = [ix for ix in indexes if ix["tablename"] == "events"]
+    tables_ix = [ix for ix in indexes if ix["tablename"] != "events"]
     send, receive = anyio.create_memory_object_stream[list[Row]](math.inf)
 
-    async def copy_event_rows() -> None:
+    async def load_events() -> None:
         async for chunk in receive:
-            await conn.copy_records_to_table("events", records=chunk,
-                                             columns=COLUMNS["events"])
+            await events_conn.copy_records_to_table("events", records=chunk,
+                                                    columns=COLUMNS["events"])
+        await _create_indexes(events_conn, events_ix)
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(copy_event_rows)
-        with send:
-            folded = await fold_log(settings, to_seq=to_seq, as_of=as_of, progress=progress,
-                                    event_rows=send.send_nowait)
+    try:
+        async with anyio.create_task_group() as tg:
+            for conn in (events_conn, tables_conn):
+                await conn.execute("SET LOCAL synchronous_commit TO off")
+            tg.start_soon(load_events)
+            with send:
+                folded = await fold_log(settings, to_seq=to_seq, as_of=as_of,
+                                        progress=progress, event_rows=send.send_nowait)
+                model = folded[0]
+                if model.new_events:
+                    send.send_nowait(model.new_events)
+                    model.new_events = []
+            for table in TABLES:
+                if table != "events":
+                    await tables_conn.copy_records_to_table(
+                        table, records=model.iter_rows(table), columns=COLUMNS[table])
+            await _create_indexes(tables_conn, tables_ix)
+            await tables_conn.execute(query("set_checkpoint"), CHECKPOINT, folded[1],
+                                      datetime.now(UTC))
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:  # the caller gets the error, not a group of one
+            raise group.exceptions[0] from None
+        raise
     return folded
+
+
+async def _create_indexes(conn: asyncpg.Connection, indexes: list[asyncpg.Record]) -> None:
+    await conn.execute("SET LOCAL maintenance_work_mem TO '128MB'")
+    for ix in indexes:
+        await conn.execute(ix["indexdef"])
 
 
 async def table_digests(conn: asyncpg.Connection, schema: str) -> dict[str, tuple[int, str]]:
