@@ -155,34 +155,36 @@ async def rebuild(settings: Settings, schema: str, *, to_seq: int | None = None,
     schema = check_schema_name(schema)
     staging = staging_schema(schema)
     started = time.perf_counter()
-    events_conn = await connect(settings.database_url)
-    tables_conn = await connect(settings.database_url)
-    try:
-        await events_conn.execute(f'DROP SCHEMA IF EXISTS "{staging}" CASCADE')
-        await migrate(events_conn, staging)
-        indexes = await events_conn.fetch(query("secondary_indexes"), staging)
-        for ix in indexes:
-            await events_conn.execute(f'DROP INDEX "{staging}"."{ix["indexname"]}"')
-        for conn in (events_conn, tables_conn):
-            await conn.execute(f'SET search_path TO "{staging}"')
-            await _lean_timestamps(conn)
-        with gc_paused():
-            async with events_conn.transaction(), tables_conn.transaction():
-                folded = await _load(events_conn, tables_conn, indexes, settings,
-                                     to_seq=to_seq, as_of=as_of, progress=progress)
-        async with events_conn.transaction():
-            await events_conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            await events_conn.execute(f'ALTER SCHEMA "{staging}" RENAME TO "{schema}"')
-        seconds = time.perf_counter() - started
-        digests = await table_digests(events_conn, schema)
-    except BaseException:
-        with anyio.CancelScope(shield=True), contextlib.suppress(
-                asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            await events_conn.execute(f'DROP SCHEMA IF EXISTS "{staging}" CASCADE')
-        raise
-    finally:
-        await events_conn.close()
-        await tables_conn.close()
+    async with contextlib.AsyncExitStack() as stack:
+        conns = [await connect(settings.database_url) for _ in _WRITERS]
+        for conn in conns:
+            stack.push_async_callback(conn.close)
+        first = conns[0]
+        try:
+            await first.execute(f'DROP SCHEMA IF EXISTS "{staging}" CASCADE')
+            await migrate(first, staging)
+            indexes = await first.fetch(query("secondary_indexes"), staging)
+            for ix in indexes:
+                await first.execute(f'DROP INDEX "{staging}"."{ix["indexname"]}"')
+            for conn in conns:
+                await conn.execute(f'SET search_path TO "{staging}"')
+                await _lean_timestamps(conn)
+            with gc_paused():
+                async with contextlib.AsyncExitStack() as transactions:
+                    for conn in conns:
+                        await transactions.enter_async_context(conn.transaction())
+                    folded = await _load(conns, indexes, settings, to_seq=to_seq,
+                                         as_of=as_of, progress=progress)
+            async with first.transaction():
+                await first.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                await first.execute(f'ALTER SCHEMA "{staging}" RENAME TO "{schema}"')
+            seconds = time.perf_counter() - started
+            digests = await table_digests(first, schema)
+        except BaseException:
+            with anyio.CancelScope(shield=True), contextlib.suppress(
+                    asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                await first.execute(f'DROP SCHEMA IF EXISTS "{staging}" CASCADE')
+            raise
     _, last_seq, messages, events = folded
     return ReplayResult(schema, last_seq, messages, events, seconds, digests)
 
@@ -192,32 +194,44 @@ def staging_schema(schema: str) -> str:
     return check_schema_name(f"{schema[:54]}__rebuild")
 
 
-async def _load(events_conn: asyncpg.Connection, tables_conn: asyncpg.Connection,
-                indexes: list[asyncpg.Record], settings: Settings, *, to_seq: int | None,
-                as_of: datetime | None, progress: Progress | None,
-                ) -> tuple[ReadModel, int, int, int]:
-    """Fold the log and write every row, each table before its secondary indexes exist
-    (rebuilt after, the same definitions), on two connections (two transactions).
+# Which connection writes which tables: see _load.
+_WRITERS = (("events",),
+            ("organizations", "api_tokens", "organization_secrets", "files", "workers", "jobs"),
+            ("runs",))
+assert sorted(t for ts in _WRITERS for t in ts) == sorted(TABLES)
 
-    Run-event rows are final once folded: ``events_conn`` COPYs them while the log is
-    still folding, then indexes them. Meanwhile ``tables_conn`` COPYs the other tables,
-    their rows made as the COPY consumes them, and indexes those: the end runs on both
-    cores. (Keeping the events indexes while folding was tried: Postgres fell a second
-    behind.)
+
+async def _load(conns: list[asyncpg.Connection], indexes: list[asyncpg.Record],
+                settings: Settings, *, to_seq: int | None, as_of: datetime | None,
+                progress: Progress | None) -> tuple[ReadModel, int, int, int]:
+    """Fold the log and write every row, each table before its secondary indexes exist
+    (built after, the same definitions), in one transaction per connection of
+    :data:`_WRITERS`, so that the end of a rebuild keeps both cores busy.
+
+    Run-event rows are final once folded: the first connection COPYs them while the log
+    is still folding, then indexes them. When the fold is done the second COPYs the job
+    tables (rows made as the COPY consumes them) and indexes them while the third COPYs
+    and indexes the runs. (Keeping the events indexes while folding was tried: Postgres
+    fell a second behind.)
     """
-    events_ix = [ix for ix in indexes if ix["tablename"] == "events"]
-    tables_ix = [ix for ix in indexes if ix["tablename"] != "events"]
+    events_conn = conns[0]
     send, receive = anyio.create_memory_object_stream[list[Row]](math.inf)
+
+    async def build_indexes(conn: asyncpg.Connection, tables: tuple[str, ...]) -> None:
+        await conn.execute("SET LOCAL maintenance_work_mem TO '128MB'")
+        for ix in indexes:
+            if ix["tablename"] in tables:
+                await conn.execute(ix["indexdef"])
 
     async def load_events() -> None:
         async for chunk in receive:
             await events_conn.copy_records_to_table("events", records=chunk,
                                                     columns=COLUMNS["events"])
-        await _create_indexes(events_conn, events_ix)
+        await build_indexes(events_conn, ("events",))
 
     try:
         async with anyio.create_task_group() as tg:
-            for conn in (events_conn, tables_conn):
+            for conn in conns:
                 await conn.execute("SET LOCAL synchronous_commit TO off")
             tg.start_soon(load_events)
             with send:
@@ -227,24 +241,18 @@ async def _load(events_conn: asyncpg.Connection, tables_conn: asyncpg.Connection
                 if model.new_events:
                     send.send_nowait(model.new_events)
                     model.new_events = []
-            for table in TABLES:
-                if table != "events":
-                    await tables_conn.copy_records_to_table(
-                        table, records=model.iter_rows(table), columns=COLUMNS[table])
-            await _create_indexes(tables_conn, tables_ix)
-            await tables_conn.execute(query("set_checkpoint"), CHECKPOINT, folded[1],
-                                      datetime.now(UTC))
+            await conns[1].execute(query("set_checkpoint"), CHECKPOINT, folded[1],
+                                   datetime.now(UTC))
+            for conn, tables in zip(conns[1:], _WRITERS[1:], strict=True):
+                for table in tables:
+                    await conn.copy_records_to_table(table, records=model.iter_rows(table),
+                                                     columns=COLUMNS[table])
+                tg.start_soon(build_indexes, conn, tables)  # while the next COPYs
     except BaseExceptionGroup as group:
         if len(group.exceptions) == 1:  # the caller gets the error, not a group of one
             raise group.exceptions[0] from None
         raise
     return folded
-
-
-async def _create_indexes(conn: asyncpg.Connection, indexes: list[asyncpg.Record]) -> None:
-    await conn.execute("SET LOCAL maintenance_work_mem TO '128MB'")
-    for ix in indexes:
-        await conn.execute(ix["indexdef"])
 
 
 async def table_digests(conn: asyncpg.Connection, schema: str) -> dict[str, tuple[int, str]]:

@@ -39,10 +39,11 @@ from openweights.events.worker import WORKER_EVENTS
 from openweights.projection import rows
 from openweights.projection.rows import TABLES, Row
 
+_RUN, _JOB, _WORKER, _TENANCY = "run", "job", "worker", "tenancy"
 _KIND: dict[type, str] = {
-    **{cls: "job" for cls in JOB_EVENTS}, **{cls: "worker" for cls in WORKER_EVENTS},
-    **{cls: "tenancy" for cls in ORG_EVENTS},
-    RunEventLogged: "run", RunFileUploaded: "run",
+    **{cls: _JOB for cls in JOB_EVENTS}, **{cls: _WORKER for cls in WORKER_EVENTS},
+    **{cls: _TENANCY for cls in ORG_EVENTS},
+    RunEventLogged: _RUN, RunFileUploaded: _RUN,
 }
 assert set(_KIND) == set(ALL_EVENTS), "every event needs a projection"
 
@@ -91,11 +92,11 @@ class ReadModel:
         # isinstance checks against tuples of classes cost a third of the fold.
         for idx, e in enumerate(events):
             kind = _KIND[type(e)]
-            if kind == "run":
+            if kind is _RUN:
                 self._apply_run_event(seq, idx, e)  # type: ignore[arg-type]
-            elif kind == "job":
+            elif kind is _JOB:
                 self._apply_job(e)
-            elif kind == "worker":
+            elif kind is _WORKER:
                 self.workers[e.worker_id] = worker.evolve(  # type: ignore[attr-defined]
                     self.workers.get(e.worker_id), e)  # type: ignore[attr-defined]
                 self.dirty["workers"].add(e.worker_id)  # type: ignore[attr-defined]
@@ -104,22 +105,23 @@ class ReadModel:
 
     def _apply_job(self, e: Event) -> None:
         job_id: str = e.job_id  # type: ignore[attr-defined]
-        state = job.evolve(self.jobs.get(job_id), e)
-        self.jobs[job_id] = state
+        jobs = self.jobs
+        state = jobs[job_id] = job.evolve(jobs.get(job_id), e)
         self.dirty["jobs"].add(job_id)
-        if isinstance(e, JobReset):
-            self.outputs[job_id] = {}
-        if isinstance(e, JobCompleted):
+        cls = type(e)
+        if cls is JobCompleted:
+            worker_id = e.worker_id  # type: ignore[attr-defined]
             name = cached_model(state.model)
-            models = self.cached_models.setdefault(e.worker_id, [])
-            if name and name not in models and e.worker_id in self.workers:
+            models = self.cached_models.setdefault(worker_id, [])
+            if name and name not in models and worker_id in self.workers:
                 models.append(name)
-                self.dirty["workers"].add(e.worker_id)
+                self.dirty["workers"].add(worker_id)
+        elif cls is JobReset:
+            self.outputs[job_id] = {}
 
     def _apply_run_event(self, seq: int, idx: int, e: RunEventLogged | RunFileUploaded) -> None:
         job_id = e.job_id
         state = self.jobs.get(job_id)
-        org_id = state.org if state else ""
         outputs = self.outputs.get(job_id)
         if outputs is None:
             outputs = self.outputs[job_id] = {}
@@ -136,8 +138,10 @@ class ReadModel:
             # let the last upload overwrite `file`).
             for k, v in data.items():
                 outputs.setdefault(k, v)
-        self.new_events.append((seq, idx, org_id, e.job_id, e.run_id, data, file_id, e.at))
-        if state is not None:
+        if state is None:
+            self.new_events.append((seq, idx, "", job_id, e.run_id, data, file_id, e.at))
+        else:
+            self.new_events.append((seq, idx, state.org, job_id, e.run_id, data, file_id, e.at))
             self.dirty["jobs"].add(job_id)
 
     def _apply_tenancy(self, e: Event) -> None:

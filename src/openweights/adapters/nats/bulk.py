@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import anyio
+import anyio.lowlevel
 
 from openweights.adapters.nats import wire
 from openweights.adapters.nats.reader import OnBatch, ReadStats, StoredMessage
@@ -105,6 +106,10 @@ class _Connection:
         self.writer.write(b"".join(frames))
 
     async def receive(self) -> tuple[list[StoredMessage], list[wire.Control]]:
+        # read() does not yield while bytes are buffered, and they nearly always are
+        # during a bulk read: without this the caller's other tasks (a COPY of what was
+        # read...) would wait for the end of the stream.
+        await anyio.lowlevel.checkpoint()
         data = await self.reader.read(READ_SIZE)
         if not data:
             raise ReadFailed("nats-server closed the connection")
