@@ -385,7 +385,7 @@ class Agent:
                             **fields)
         except Conflict as exc:  # the job moved on without us: nothing to change
             log.info("agent.end_fenced", job=a.job_id, outcome=outcome, reason=str(exc))
-        log.info("agent.run_ended", job=a.job_id, run=a.run_id, outcome=outcome)
+        log.debug("agent.run_ended", job=a.job_id, run=a.run_id, outcome=outcome)
 
 
 class _RunControl:

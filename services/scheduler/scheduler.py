@@ -7,6 +7,7 @@ two schedulers running at once never assign one job twice: the second append fai
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import secrets
 from collections import defaultdict
@@ -57,9 +58,10 @@ class Scheduler:
         # counts only while its job is pending with that priority), so a pass costs the
         # jobs it looks at, not the length of the queue.
         self._queues: dict[str, list[tuple[Any, str]]] = defaultdict(list)
-        self._wake = anyio.Event()
+        # asyncio's events: set for every folded event, where anyio's cost a lookup
+        self._wake = asyncio.Event()
         self._notices: list[RunNotice] = []
-        self._notices_wake = anyio.Event()
+        self._notices_wake = asyncio.Event()
 
     # -- state -----------------------------------------------------------------------
     def _on_event(self, seq: int, org: str, event: Event, before: Any, after: Any) -> None:
@@ -152,7 +154,7 @@ class Scheduler:
     async def _notify_forever(self) -> None:
         while True:
             await self._notices_wake.wait()
-            self._notices_wake = anyio.Event()
+            self._notices_wake = asyncio.Event()
             notices, self._notices = self._notices, []
             for n in notices:
                 try:
@@ -165,7 +167,7 @@ class Scheduler:
     async def _assign_forever(self) -> None:
         while True:
             await self._wake.wait()
-            self._wake = anyio.Event()
+            self._wake = asyncio.Event()
             await self.assign_pass()
 
     def _pop(self, org: str) -> tuple[tuple[Any, str], JobState] | None:
@@ -234,7 +236,8 @@ class Scheduler:
                                   msgspec.json.encode(assignment))
         except Exception as exc:  # the start deadline requeues what the agent never got
             log.warning("scheduler.notify_failed", job=j.id, worker=w.id, error=str(exc))
-        log.info("scheduler.assigned", job=j.id, worker=w.id, run=run_id)
+        # Per job, at debug: the log itself is the audit trail (`ow audit job`).
+        log.debug("scheduler.assigned", job=j.id, worker=w.id, run=run_id)
         return True
 
     # -- deadlines -------------------------------------------------------------------

@@ -13,18 +13,23 @@ JOBS = 500
 
 
 class CountingScheduler(Scheduler):
-    """The second scheduler: counts the assignments it wins."""
+    """The second scheduler (the count itself is made for both, see the test)."""
 
-    won = 0
 
-    async def _assign(self, j, w) -> bool:  # type: ignore[no-untyped-def]
-        ok = await super()._assign(j, w)
-        CountingScheduler.won += ok
+def test_two_schedulers_and_twenty_agents_complete_each_job_exactly_once(
+        lab, monkeypatch) -> None:
+    tried: Counter[str] = Counter()  # assignments each scheduler set out to make
+    won: Counter[str] = Counter()
+    assign = Scheduler._assign
+
+    async def counting(self, j, w) -> bool:  # type: ignore[no-untyped-def]
+        who = "second" if isinstance(self, CountingScheduler) else "first"
+        tried[who] += 1
+        ok = await assign(self, j, w)
+        won[who] += ok
         return ok
 
-
-def test_two_schedulers_and_twenty_agents_complete_each_job_exactly_once(lab) -> None:
-    CountingScheduler.won = 0
+    monkeypatch.setattr(Scheduler, "_assign", counting)
     lab.start("projector", "api", "scheduler", extra=CountingScheduler)
     began = time.monotonic()
     workers = {f"racer-{i:02d}" for i in range(AGENTS)}
@@ -43,7 +48,8 @@ def test_two_schedulers_and_twenty_agents_complete_each_job_exactly_once(lab) ->
     finished = time.monotonic()
     print(f"\n{AGENTS} agents registered in {registered - began:.1f} s; {JOBS} jobs "
           f"submitted and completed in {finished - registered:.1f} s; the second "
-          f"scheduler won {CountingScheduler.won} assignments")
+          f"scheduler won {won['second']} of its {tried['second']} tries, the first "
+          f"{won['first']} of {tried['first']}")
 
     history = lab.read("job")
     assigned = Counter(s.agg_id for s in history if isinstance(s.event, JobAssigned))
@@ -51,8 +57,10 @@ def test_two_schedulers_and_twenty_agents_complete_each_job_exactly_once(lab) ->
     assert {j for j, n in assigned.items() if n != 1} == set(), "a job was assigned twice"
     assert set(assigned) == ids
     assert completed == dict.fromkeys(ids, 1)
-    # Both schedulers won assignments and every agent took part: the race was real.
-    assert 0 < CountingScheduler.won < JOBS
+    # Both schedulers set out to assign jobs and every agent took part: the race was
+    # real. (Which one wins how many is timing: on a fast pass one may win them all.)
+    assert tried["first"] > 0 and tried["second"] > 0
+    assert won["first"] + won["second"] == JOBS
     assert {s.event.worker_id for s in history if isinstance(s.event, JobAssigned)} == workers
 
     # The read models agree: one completed run per job, every job completed.

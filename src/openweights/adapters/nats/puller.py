@@ -8,6 +8,7 @@ caller does only after it committed what the batch produced.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -31,7 +32,7 @@ class Puller:
         self.filter_subjects = filter_subjects
         self.batch, self.expires_ns = batch, int(expires_s * 1e9)
         self._buffer: list[Msg] = []
-        self._wake = anyio.Event()
+        self._wake = asyncio.Event()  # per batch: asyncio's, without anyio's lookup
         self._outstanding = 0
         self._inbox = ""
         self._last_reply: str | None = None
@@ -77,14 +78,14 @@ class Puller:
             # Only a true silence: a live request ends in a 408 status every `expires`,
             # and re-asking past one would stack requests up to max_waiting, where every
             # further one is refused (409) and re-asked at once, a busy loop.
-            with anyio.move_on_after(self._heard + self._silence_s - anyio.current_time()
-                                     ) as silence:
-                await self._wake.wait()
-            if silence.cancelled_caught:
+            try:
+                async with asyncio.timeout_at(self._heard + self._silence_s):
+                    await self._wake.wait()
+            except TimeoutError:
                 if anyio.current_time() >= self._heard + self._silence_s:
                     await self._request()
                 continue
-            self._wake = anyio.Event()
+            self._wake = asyncio.Event()
             msgs, self._buffer = self._buffer, []
             if not msgs:
                 continue
