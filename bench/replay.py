@@ -13,6 +13,8 @@ Measured in every run, in this order:
   (a)  raw read: an ordered push consumer over the whole stream whose callback only
        counts (LIMITS.md §1b(a)) -> msgs/s, and events/s of the same log;
   (a') the same with ``openweights.events.decode`` in the callback (informative);
+  (a'') the same log through ``openweights.adapters.nats.bulk.bulk_read``, the reader
+       replay uses, with a callback that only counts (informative);
   replay: ``openweights.replay.rebuild()`` into a fresh schema (after a CHECKPOINT), split
        into its fold and COPY phases by its progress callback;
   ``fold_log()`` + ``ReadModel.all_rows()`` alone, which also yield the rows for
@@ -52,6 +54,8 @@ from _common import (
     servers,
 )
 
+from openweights.adapters.nats.bulk import bulk_read
+from openweights.adapters.nats.reader import StoredMessage
 from openweights.adapters.postgres.db import connect, migrate
 from openweights.bootstrap import prepare
 from openweights.config import Settings
@@ -82,6 +86,7 @@ class Loaded:
 class Run:
     read_s: float = 0.0
     decode_s: float = 0.0
+    bulk_read_s: float = 0.0
     replay: ReplayResult | None = None
     replay_fold_s: float = 0.0  # rebuild() start -> last batch folded
     fold_alone_s: float = 0.0
@@ -132,6 +137,22 @@ async def load(settings: Settings, target_events: int, metrics: int, per_message
 
 
 # -- the measured phases -------------------------------------------------------------------
+async def timed_bulk_read(nats_url: str, stream: str, expected: int) -> float:
+    """Seconds for :func:`bulk_read` to hand over the whole stream to a counting callback."""
+    count = 0
+
+    async def on_batch(batch: list[StoredMessage]) -> None:
+        nonlocal count
+        count += len(batch)
+
+    started = time.perf_counter()
+    await bulk_read(nats_url, stream, on_batch)
+    seconds = time.perf_counter() - started
+    if count != expected:
+        raise AssertionError(f"bulk read {count:,} messages, expected {expected:,}")
+    return seconds
+
+
 async def timed_rebuild(settings: Settings, run: Run, meter: CpuMeter, i: int) -> None:
     """``rebuild()``, with its fold and COPY phases (CPU too) recorded apart.
 
@@ -209,6 +230,9 @@ async def one_run(settings: Settings, meter: CpuMeter, expected: int, i: int) ->
     with meter.measure(f"decode{i}"):
         run.decode_s = await ordered_read(settings.nats_url, stream, expected, decoding)
     gc.collect()
+    with meter.measure(f"bulk{i}"):
+        run.bulk_read_s = await timed_bulk_read(settings.nats_url, stream, expected)
+    gc.collect()
     await pg_execute(db, "CHECKPOINT")
     await timed_rebuild(settings, run, meter, i)
     await drop_schema(db, REPLAY_SCHEMA)
@@ -243,6 +267,8 @@ def rate_rows(runs: list[Run], events: int, messages: int) -> Table:
          "events/s"),
         ("(a') read + `events.decode` in the callback (informative)",
          fmt_mmm(events / r.decode_s for r in runs), "events/s"),
+        ("(a'') read through `bulk_read` (replay's reader), counting (informative)",
+         fmt_mmm(messages / r.bulk_read_s for r in runs), "msgs/s"),
         ("(b) raw COPY of the replay's rows (all tables, 1 txn)",
          fmt_mmm(n / r.copy_s for n, r in zip(copied, runs, strict=True)), "rows/s"),
         ("  same, in events of the log", fmt_mmm(events / r.copy_s for r in runs),
@@ -289,12 +315,13 @@ def split_rows(runs: list[Run], events: int) -> Table:
         ("replay (rebuild()'s clock, digests excluded)", s(r.replay_s for r in runs), "s"),
         ("  fold phase: start → last batch folded (connect, migrate, read, decode, apply)",
          s(r.replay_fold_s for r in runs), "s"),
-        ("  COPY phase: last batch → commit (all_rows(), GC, COPY, checkpoint row)",
-         s(r.replay_copy_s for r in runs), "s"),
+        ("  COPY phase: last batch → staging schema swapped in (event rows still queued, "
+         "other tables' COPY, indexes, commits, swap)", s(r.replay_copy_s for r in runs), "s"),
         ("  fold phase rate", fmt_mmm(events / r.replay_fold_s for r in runs), "events/s"),
         ("`fold_log()` alone", s(r.fold_alone_s for r in runs), "s"),
         ("`ReadModel.all_rows()` alone", s(r.all_rows_s for r in runs), "s"),
         ("(a) raw read", s(r.read_s for r in runs), "s"),
+        ("(a'') bulk read", s(r.bulk_read_s for r in runs), "s"),
         ("(b) raw COPY", s(r.copy_s for r in runs), "s"),
     ]
     out += [(f"  `{t}`: {n:,} rows", s(r.copy_table_s[t] for r in runs), "s")
@@ -303,7 +330,8 @@ def split_rows(runs: list[Run], events: int) -> Table:
 
 
 PHASES = {
-    "read": "(a) raw read", "decode": "(a') read + decode", "replay": "replay, all",
+    "read": "(a) raw read", "decode": "(a') read + decode", "bulk": "(a'') bulk read",
+    "replay": "replay, all",
     "replay-fold": "replay, fold phase", "replay-copy": "replay, COPY phase",
     "fold": "`fold_log()` + `all_rows()` alone", "copy": "(b) raw COPY",
 }
