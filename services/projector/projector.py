@@ -5,6 +5,11 @@ transaction, the log is acked after that commit, and a redelivered message at or
 the checkpoint is skipped. Several projectors may run; a Postgres advisory lock (held
 by a session, so released when its holder dies) lets exactly one apply while the
 others wait their turn.
+
+The lease holder is the only writer of the read models, so the states it folded stay
+in memory between batches (up to ``CACHE_JOBS`` jobs, then it starts afresh): a job's
+later events are applied without reading its rows back, and a job submitted in the
+batch is not looked up at all. Any failure drops what it holds.
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ from openweights.adapters.postgres.db import connect
 from openweights.adapters.postgres.readmodels import get_checkpoint, load, write_changes
 from openweights.adapters.projected import CHECKPOINT, projected_subject
 from openweights.config import Settings
-from openweights.events import decode
+from openweights.events import Event, JobSubmitted, decode
 from openweights.projection.model import ReadModel
 from openweights.subjects import Subjects
 
 log = structlog.get_logger("projector")
+CACHE_JOBS = 20_000
 
 
 class Projector:
@@ -34,6 +40,7 @@ class Projector:
         self.settings, self.nc, self.js = settings, nc, js
         self.subjects = Subjects(settings.namespace)
         self.checkpoint = 0
+        self.model = ReadModel()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         assert self.settings.database_url is not None
@@ -69,10 +76,32 @@ class Projector:
         if not fresh:
             return
         decoded = [(m.seq, decode(m.data)) for m in fresh]
-        model = ReadModel()
-        await load(conn, model, ReadModel.keys_of(e for _, evs in decoded for e in evs))
-        for seq, events in decoded:
-            model.apply(seq, events)
-        await write_changes(conn, model, name=CHECKPOINT, last_seq=fresh[-1].seq)
+        if len(self.model.jobs) > CACHE_JOBS:
+            self.model = ReadModel()
+        model = self.model
+        try:
+            keys = ReadModel.keys_of(e for _, evs in decoded for e in evs)
+            keys["jobs"] -= _submitted_here(decoded)
+            await load(conn, model, keys)
+            for seq, events in decoded:
+                model.apply(seq, events)
+            await write_changes(conn, model, name=CHECKPOINT, last_seq=fresh[-1].seq)
+        except BaseException:
+            self.model = ReadModel()  # it may hold what was not committed
+            raise
         self.checkpoint = fresh[-1].seq
         await self.nc.publish(projected_subject(self.subjects), str(self.checkpoint).encode())
+
+
+def _submitted_here(decoded: list[tuple[int, list[Event]]]) -> set[str]:
+    """Jobs whose first event in the batch submits them: they have no rows to load."""
+    seen: set[str] = set()
+    new: set[str] = set()
+    for _, events in decoded:
+        for e in events:
+            job_id = getattr(e, "job_id", None)
+            if job_id is not None and job_id not in seen:
+                seen.add(job_id)
+                if isinstance(e, JobSubmitted):
+                    new.add(job_id)
+    return new
