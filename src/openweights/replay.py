@@ -80,11 +80,13 @@ async def fold_log(settings: Settings, *, to_seq: int | None = None,
         target = info.state.last_seq if to_seq is None else min(to_seq, info.state.last_seq)
 
         async def on_batch(batch: list[StoredMessage]) -> None:
+            apply, n = model.apply, 0
             for m in batch:
                 events = decode(m.data)
-                model.apply(m.seq, events)
-                counts[1] += len(events)
+                apply(m.seq, events)
+                n += len(events)
             counts[0] += len(batch)
+            counts[1] += n
             if event_rows is not None and len(model.new_events) >= EVENT_ROWS_CHUNK:
                 event_rows(model.new_events)
                 model.new_events = []
