@@ -18,7 +18,6 @@ so the job may use it (``ow.run.log``) meanwhile.
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -70,8 +69,8 @@ class Agent:
         self.current: Assignment | None = None
         self._stop_reported = False
         # ``None`` in the queue means "stop": what is still queued behind it is requeued.
-        self._send, self._queue = anyio.create_memory_object_stream[Assignment | None](
-            math.inf)
+        # asyncio's queue: anyio's stream costs a library lookup per item.
+        self._queue: asyncio.Queue[Assignment | None] = asyncio.Queue()
         self.workdir_root = settings.home / "agent" / worker_id
         self._base_env = dict(os.environ)  # decoded once, not for every job
         self.workspaces = Workspaces(self.workdir_root)
@@ -125,7 +124,7 @@ class Agent:
         if not self.stopping.is_set():
             self.stop_reason = reason
             self.stopping.set()
-            self._send.send_nowait(None)
+            self._queue.put_nowait(None)
             for control in self._controls.values():
                 control.stop("shutdown")
 
@@ -144,7 +143,7 @@ class Agent:
     async def _on_message(self, msg: Msg) -> None:
         if (a := self._valid_assignment(msg.data)) is not None:
             self._queued.add(a.run_id)
-            self._send.send_nowait(a)
+            self._queue.put_nowait(a)
 
     def _valid_assignment(self, data: bytes) -> Assignment | None:
         """The assignment in a message from the scheduler, or None: a run notice (acted
@@ -198,17 +197,15 @@ class Agent:
             await anyio.sleep(min(left, 60.0))  # re-read: the TTL may be extended meanwhile
 
     async def _work(self) -> None:
-        async for assignment in self._queue:
-            if assignment is None:
-                break
+        while (assignment := await self._queue.get()) is not None:
             await self._run_one(assignment)
             if self.failures >= self.settings.max_consecutive_failures:
                 self.stop(f"{self.failures} consecutive failed jobs")
         await self._report_stopped()
         while True:  # stopping: give back what was assigned but never started
             try:
-                left = self._queue.receive_nowait()
-            except anyio.WouldBlock:
+                left = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
                 return
             if left is not None:
                 await self._requeue_unstarted(left)

@@ -450,11 +450,12 @@ def collect_uploads(workdir: Path) -> list[tuple[str, Path]]:
     ``workdir`` (a job must not upload the machine's files); symlinked directories are
     not followed, so a link loop cannot trap the walk."""
     uploads = (workdir / "uploads").absolute()
-    root = workdir.resolve()
+    root: Path | None = None  # resolved only if there is a file: most jobs upload none
     found: list[tuple[str, Path]] = []
     for dirpath, _dirnames, filenames in os.walk(uploads, followlinks=False):
         for name in filenames:
             path = Path(dirpath, name)
+            root = root or workdir.resolve()
             if _uploadable(path, root):
                 found.append((path.relative_to(uploads).as_posix(), path))
     return sorted(found)
