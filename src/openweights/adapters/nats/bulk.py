@@ -29,7 +29,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 import anyio
-import anyio.lowlevel
 
 from openweights.adapters.nats import wire
 from openweights.adapters.nats.reader import OnBatch, ReadStats, StoredMessage
@@ -109,7 +108,7 @@ class _Connection:
         # read() does not yield while bytes are buffered, and they nearly always are
         # during a bulk read: without this the caller's other tasks (a COPY of what was
         # read...) would wait for the end of the stream.
-        await anyio.lowlevel.checkpoint()
+        await asyncio.sleep(0)
         data = await self.reader.read(READ_SIZE)
         if not data:
             raise ReadFailed("nats-server closed the connection")
@@ -159,7 +158,10 @@ class _OrderedRead:
         self.start()
         while True:
             try:
-                with anyio.fail_after(3 * self.heartbeat_s if self.created else self.timeout_s):
+                # asyncio's own timeout: an anyio scope per chunk costs a lookup of the
+                # running library each time, and this reader is asyncio's streams anyway.
+                async with asyncio.timeout(
+                        3 * self.heartbeat_s if self.created else self.timeout_s):
                     msgs, controls = await self.conn.receive()
             except TimeoutError:
                 if not self.created:
