@@ -42,7 +42,7 @@ from services.agent.gpu import (
     read_gpus,
     reclaim_gpu,
 )
-from services.agent.process import build_job_env, collect_uploads, run_job_process
+from services.agent.process import WarmShell, build_job_env, collect_uploads, run_job_process
 from services.agent.workspace import Workspace, Workspaces
 
 log = structlog.get_logger("agent")
@@ -76,6 +76,7 @@ class Agent:
         self.workspaces = Workspaces(self.workdir_root)
         # org -> (version, secrets) from the last start reply (see Assignment.secrets_seq)
         self._secrets: dict[str, tuple[int, dict[str, str]]] = {}
+        self._warm: WarmShell | None = None  # the next job's shell, spawned ahead
         # The scheduler's notices about runs (see ``RunNotice``): the running one's
         # control, and queued runs canceled before they started.
         self._controls: dict[str, _RunControl] = {}
@@ -104,6 +105,7 @@ class Agent:
             log.info("agent.registered", worker=self.worker_id, requeued=registered["requeued"],
                      hardware=self.hardware.hardware_type)
             await self.workspaces.prepare()
+            await self._warm_up()
             if self.real_gpus and (problems := gpu_health_problems(await read_gpus())):
                 log.error("agent.gpu_unhealthy", problems=problems)
                 self.stop(f"GPU health check failed: {'; '.join(problems)}")
@@ -116,6 +118,8 @@ class Agent:
             with anyio.CancelScope(shield=True):
                 for sub in subs:
                     await sub.unsubscribe()
+                if self._warm is not None:
+                    await self._warm.discard()
                 self.workspaces.discard()
                 await self._report_stopped()
                 await self.ow.close()
@@ -277,6 +281,29 @@ class Agent:
             self.current = None
             with anyio.CancelScope(shield=True):
                 await self.workspaces.give_back(ws)
+                if not self.stopping.is_set():
+                    await self._warm_up()
+
+    def _job_env(self, run_id: str, job_id: str, secrets: dict[str, str]) -> dict[str, str]:
+        env = build_job_env(self._base_env, run_id=run_id, n_gpus=self.hardware.gpu_count,
+                            secrets=secrets)
+        env.update(OPENWEIGHTS_JOB_ID=job_id, OW_WORKER_ID=self.worker_id)
+        return env
+
+    async def _warm_up(self) -> None:
+        """Spawn the next job's shell in the next job's directory while there is no job
+        (see ``WarmShell``): the job then starts as soon as it is assigned."""
+        if self._warm is not None or (workdir := self.workspaces.next_dir) is None:
+            return
+        secrets = self._secrets.get(self.t.org, (-1, {}))[1]
+        self._warm = await WarmShell.start(workdir, self._job_env("", "", secrets))
+
+    async def _take_warm(self, workdir: Path, env: dict[str, str]) -> WarmShell | None:
+        warm, self._warm = self._warm, None
+        if warm is not None and not warm.fits(workdir, env):
+            await warm.discard()
+            return None
+        return warm
 
     async def _execute(self, a: Assignment, ws: Workspace, control: _RunControl,
                        secrets: dict[str, str], *, confirm: bool) -> None:
@@ -287,9 +314,8 @@ class Agent:
                 raise OpenWeightsError(f"mount target {target!r} escapes the working directory")
             dest.parent.mkdir(parents=True, exist_ok=True)
             await self.ow.files._download_to(file_id, dest)
-        env = build_job_env(self._base_env, run_id=a.run_id, n_gpus=self.hardware.gpu_count,
-                            secrets=secrets)
-        env.update(OPENWEIGHTS_JOB_ID=a.job_id, OW_WORKER_ID=self.worker_id)
+        env = self._job_env(a.run_id, a.job_id, secrets)
+        shell = await self._take_warm(workdir, env)
         nc = await self.t.connect()
         log_subject = self.t.subjects.log(a.org, a.run_id, self.worker_id)
         refused: list[Exception] = []
@@ -316,7 +342,7 @@ class Agent:
         try:
             outcome = await run_job_process(
                 a.script, cwd=workdir, env=env, on_line=on_line, log_path=ws.log,
-                cancel=control.cancel, grace_s=self.settings.cancel_grace_s)
+                cancel=control.cancel, grace_s=self.settings.cancel_grace_s, shell=shell)
             if confirming is not None and start_sent:
                 await confirming  # nothing is reported about a run not (yet) ours
         finally:

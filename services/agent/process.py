@@ -16,6 +16,7 @@ import contextlib
 import inspect
 import os
 import re
+import shlex
 import signal
 import stat
 import subprocess
@@ -30,7 +31,8 @@ import anyio
 
 __all__ = [
     "MAX_LINE_BYTES", "LineSplitter", "OnLine", "OnStart", "ProcessOutcome", "Status",
-    "build_job_env", "collect_uploads", "run_job_process", "watch_children_with_pidfd",
+    "WarmShell", "build_job_env", "collect_uploads", "run_job_process",
+    "watch_children_with_pidfd",
 ]
 
 MAX_LINE_BYTES = 64 * 1024
@@ -139,9 +141,11 @@ def watch_children_with_pidfd() -> None:
 async def run_job_process(
     command: str, *, cwd: Path, env: Mapping[str, str], on_line: OnLine, log_path: Path,
     cancel: anyio.Event, deadline: float | None = None, grace_s: float = 10.0,
-    on_start: OnStart | None = None,
+    on_start: OnStart | None = None, shell: WarmShell | None = None,
 ) -> ProcessOutcome:
-    """Run ``command`` with ``/bin/sh -c`` in ``cwd`` in its own session, until it exits.
+    """Run ``command`` with ``/bin/sh -c`` in ``cwd`` in its own session, until it exits;
+    or in ``shell``, a :class:`WarmShell` started in ``cwd`` ahead of time (``env`` is
+    then what the command must see: the shell exports the difference first).
 
     stdout and stderr are merged; each line is appended to ``log_path`` (flushed; the
     file is created on the first line) and passed to ``on_line`` as soon as it is read.
@@ -157,7 +161,10 @@ async def run_job_process(
     together about a fifth of an agent's CPU per no-op job.
     """
     with _LazyLog(log_path) as log:
-        process = await _spawn(command, cwd, env)
+        if shell is not None:
+            process = shell.run(command, env)
+        else:
+            process = await _spawn(command, cwd, env)
         started_at = time.time()
         try:
             if on_start is not None:
@@ -202,11 +209,12 @@ class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
             self.exit.set_result(None)
 
 
-async def _spawn(command: str, cwd: Path, env: Mapping[str, str]) -> _Child:
+async def _spawn(command: str, cwd: Path, env: Mapping[str, str],
+                 stdin: int = subprocess.DEVNULL) -> _Child:
     loop = asyncio.get_running_loop()
     spawning = asyncio.ensure_future(loop.subprocess_exec(
         lambda: _Protocol(loop), "/bin/sh", "-c", command, cwd=cwd, env=dict(env),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True))
     try:
         transport, protocol = await asyncio.shield(spawning)
@@ -218,6 +226,67 @@ async def _spawn(command: str, cwd: Path, env: Mapping[str, str]) -> _Child:
             transport.close()
         raise
     return _Child(transport, protocol)
+
+
+# The warm shell learns from the first line how the job's script comes: a short one
+# line by line through ``read`` (builtin, nothing spawned, but a syscall per byte), a
+# long one through ``cat`` (a process, but large reads). It then gives the job /dev/null
+# as stdin and evaluates the script, its own variables unset first.
+_WARM = (
+    'IFS= read -r __ow_how; if [ "$__ow_how" = lines ]; then '
+    'while IFS= read -r __ow_line || [ -n "$__ow_line" ]; do '
+    '__ow_script="$__ow_script$__ow_line\n"; done; else __ow_script=$(cat); fi; '
+    'exec </dev/null; eval "unset __ow_how __ow_script __ow_line\n$__ow_script"'
+)
+_READ_MAX = 512  # bytes: past this, reading byte by byte costs more than spawning cat
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class WarmShell:
+    """A job's shell spawned before its job exists, waiting for the script on stdin.
+
+    Spawning a process is the slowest step between an assignment arriving and the job
+    running (about a millisecond, more while the box is busy); the agent spawns the next
+    job's shell, in the next job's directory, while it waits for work. The job then
+    starts as soon as its script is written. ``sh -c`` and the warm shell differ only
+    in that the shell stays the parent of the last command instead of exec'ing it.
+    """
+
+    def __init__(self, child: _Child, cwd: Path, env: Mapping[str, str]) -> None:
+        self._child, self.cwd, self.env = child, cwd, dict(env)
+
+    @property
+    def pid(self) -> int:
+        return self._child.pid
+
+    @classmethod
+    async def start(cls, cwd: Path, env: Mapping[str, str]) -> WarmShell:
+        return cls(await _spawn(_WARM, cwd, env, stdin=subprocess.PIPE), cwd, env)
+
+    def fits(self, cwd: Path, env: Mapping[str, str]) -> bool:
+        """Whether the job can run here: same directory, every variable it needs (or
+        must not see) nameable in the shell, and the shell still waiting."""
+        return (self.cwd == cwd and self._child.returncode is None
+                and all(_NAME.match(k) for k in (env.keys() ^ self.env.keys()) | {
+                    k for k, v in env.items() if self.env.get(k) != v}))
+
+    def run(self, command: str, env: Mapping[str, str]) -> _Child:
+        """Hand the shell ``command`` with ``env``: unsets and exports, then the script."""
+        exports = [f"export {k}={shlex.quote(v)}" for k, v in env.items()
+                   if self.env.get(k) != v]
+        unsets = [f"unset {k}" for k in self.env.keys() - env.keys()]
+        script = ("\n".join([*unsets, *exports, command]) + "\n").encode()
+        stdin = self._child.transport.get_pipe_transport(0)
+        assert stdin is not None
+        stdin.write((b"lines\n" if len(script) <= _READ_MAX else b"cat\n") + script)
+        stdin.close()
+        return self._child
+
+    async def discard(self) -> None:
+        """Stop a shell no job will use (the agent stops, or the next job cannot)."""
+        with anyio.CancelScope(shield=True):
+            await _kill_group(self._child)
+            self._child.transport.close()
 
 
 class _LazyLog:

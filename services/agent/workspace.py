@@ -31,6 +31,11 @@ class Workspaces:
         self.root = root
         self._spare: Workspace | None = None
 
+    @property
+    def next_dir(self) -> Path | None:
+        """The directory of the workspace made ahead, if there is one."""
+        return self._spare.dir if self._spare is not None else None
+
     async def prepare(self) -> None:
         """Make the next job's workspace now, if there is none ready."""
         if self._spare is None:

@@ -19,6 +19,7 @@ from services.agent.process import (
     LineSplitter,
     OnLine,
     ProcessOutcome,
+    WarmShell,
     build_job_env,
     collect_uploads,
     run_job_process,
@@ -53,9 +54,10 @@ async def run(
     command: str, tmp_path: Path, on_line: OnLine | None = None,
     cancel: anyio.Event | None = None, **kwargs: Any,
 ) -> ProcessOutcome:
+    kwargs.setdefault("env", dict(os.environ))
     with anyio.fail_after(WAIT_S):
         return await run_job_process(
-            command, cwd=tmp_path, env=dict(os.environ), on_line=on_line or Output(),
+            command, cwd=tmp_path, on_line=on_line or Output(),
             log_path=tmp_path / "job.log", cancel=cancel or anyio.Event(), **kwargs,
         )
 
@@ -294,3 +296,68 @@ async def test_agents_on_311_watch_children_with_pidfds(tmp_path: Path) -> None:
         asyncio.set_child_watcher(previous)
     assert (outcome.status, outcome.exit_code) == ("failed", 3)
     assert not (tmp_path / "log").exists()  # nothing printed: no log file
+
+
+# -- the warm shell ----------------------------------------------------------------------
+
+
+async def test_a_warm_shell_runs_the_job_as_sh_c_would(tmp_path: Path) -> None:
+    """The job sees exactly its environment (added, changed and removed variables, any
+    value), the shell's own variables are gone, stdin is empty, cwd is the workspace."""
+    base = {**os.environ, "GONE": "1", "KEPT": "same", "CHANGED": "old"}
+    env = {k: v for k, v in base.items() if k != "GONE"}
+    env.update(CHANGED="it's \"new\" $HOME `x`\nsecond line", ADDED="a b")
+    shell = await WarmShell.start(tmp_path, base)
+    assert shell.fits(tmp_path, env)
+    out = Output()
+    command = ('echo "${GONE-unset}|$KEPT|$ADDED|$0|$#"; echo "$CHANGED"; '
+               'echo "${__ow_script-none}${__ow_how-none}${__ow_line-none}"; cat; pwd; exit 4')
+    outcome = await run(command, tmp_path, out, env=env, shell=shell)
+    assert (outcome.status, outcome.exit_code) == ("failed", 4)
+    assert out.lines == [b"unset|same|a b|/bin/sh|0", b"it's \"new\" $HOME `x`",
+                         b"second line", b"nonenonenone", str(tmp_path).encode()]
+
+
+async def test_a_long_script_reaches_the_warm_shell_whole(tmp_path: Path) -> None:
+    shell = await WarmShell.start(tmp_path, os.environ)
+    command = "\n".join(f"v{i}={i}" for i in range(400)) + '\necho "$v0 $v399"'
+    assert len(command) > 512  # past the line-by-line limit: read through cat
+    out = Output()
+    outcome = await run(command, tmp_path, out, shell=shell)
+    assert outcome.status == "completed" and out.lines == [b"0 399"]
+
+
+async def test_a_warm_shell_fits_only_its_directory_and_nameable_variables(
+        tmp_path: Path) -> None:
+    shell = await WarmShell.start(tmp_path, os.environ)
+    try:
+        assert shell.fits(tmp_path, {**os.environ, "OK_NAME": "x"})
+        assert not shell.fits(tmp_path / "other", dict(os.environ))
+        assert not shell.fits(tmp_path, {**os.environ, "not-a-name": "x"})
+    finally:
+        await shell.discard()
+
+
+async def test_a_canceled_job_in_a_warm_shell_dies_with_its_group(tmp_path: Path) -> None:
+    out, cancel = Output(), anyio.Event()
+    shell = await WarmShell.start(tmp_path, os.environ)
+    async with anyio.create_task_group() as tg:
+        outcomes: list[ProcessOutcome] = []
+
+        async def job() -> None:
+            outcomes.append(await run("sleep 1000 & echo $!; wait", tmp_path, out, cancel,
+                                      shell=shell, grace_s=5))
+
+        tg.start_soon(job)
+        (sleeper,) = [int(line) for line in await out.wait_lines(1)]
+        cancel.set()
+    assert (outcomes[0].status, outcomes[0].reason) == ("canceled", "canceled")
+    assert is_gone(sleeper) and is_gone(outcomes[0].pid)
+
+
+async def test_a_discarded_warm_shell_is_gone(tmp_path: Path) -> None:
+    shell = await WarmShell.start(tmp_path, os.environ)
+    pid = shell.pid
+    assert not is_gone(pid)
+    await shell.discard()
+    assert is_gone(pid)
