@@ -77,6 +77,7 @@ class Agent:
         # org -> (version, secrets) from the last start reply (see Assignment.secrets_seq)
         self._secrets: dict[str, tuple[int, dict[str, str]]] = {}
         self._warm: WarmShell | None = None  # the next job's shell, spawned ahead
+        self._warm_ok = True
         # The scheduler's notices about runs (see ``RunNotice``): the running one's
         # control, and queued runs canceled before they started.
         self._controls: dict[str, _RunControl] = {}
@@ -293,10 +294,15 @@ class Agent:
     async def _warm_up(self) -> None:
         """Spawn the next job's shell in the next job's directory while there is no job
         (see ``WarmShell``): the job then starts as soon as it is assigned."""
-        if self._warm is not None or (workdir := self.workspaces.next_dir) is None:
+        if (self._warm is not None or not self._warm_ok
+                or (workdir := self.workspaces.next_dir) is None):
             return
         secrets = self._secrets.get(self.t.org, (-1, {}))[1]
-        self._warm = await WarmShell.start(workdir, self._job_env("", "", secrets))
+        try:
+            self._warm = await WarmShell.start(workdir, self._job_env("", "", secrets))
+        except OSError as exc:  # no pidfds here (Linux < 5.3): jobs spawn as they come
+            log.warning("agent.no_warm_shell", error=str(exc))
+            self._warm_ok = False
 
     async def _take_warm(self, workdir: Path, env: dict[str, str]) -> WarmShell | None:
         warm, self._warm = self._warm, None

@@ -175,7 +175,7 @@ async def run_job_process(
                 await _kill_group(process)
             raise
         finally:
-            process.transport.close()  # the pipes; the shell is reaped by now
+            process.close()  # the pipes; the shell is reaped by now
     return _outcome(process, stop_reason, started_at)
 
 
@@ -197,6 +197,121 @@ class _Child:
         """Until the shell itself exits (shielded: a caller's timeout leaves it be)."""
         await asyncio.shield(self._exit)
 
+    def close(self) -> None:
+        self.transport.close()
+
+
+class _SpawnedChild:
+    """A shell started with ``posix_spawn`` and watched through a pidfd and the loop's
+    own readers: what asyncio's subprocess machinery does for ``_Child`` (a Popen, three
+    pipe transports, protocols, a child watcher), at a fraction of the CPU. The warm
+    shell uses it; it cannot set a working directory, so the shell ``cd``s itself."""
+
+    def __init__(self, pid: int, stdin: int, stdout: int,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.pid, self.returncode = pid, None
+        self._loop, self._stdin, self._out = loop, stdin, stdout
+        self._exit: asyncio.Future[None] = loop.create_future()
+        self.stdout = asyncio.StreamReader(limit=2**16, loop=loop)
+        self.stdout.set_transport(self)  # type: ignore[arg-type]  # pause/resume below
+        self._pidfd = os.pidfd_open(pid)
+        loop.add_reader(self._pidfd, self._on_exit)
+        os.set_blocking(stdout, False)
+        loop.add_reader(stdout, self._on_output)
+
+    def _on_output(self) -> None:
+        try:
+            data = os.read(self._out, 2**16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.stdout.feed_data(data)
+        else:
+            self._close_stdout()
+            self.stdout.feed_eof()
+
+    # The StreamReader pauses us while its buffer is full, and resumes us once read.
+    def pause_reading(self) -> None:
+        if self._out >= 0:
+            self._loop.remove_reader(self._out)
+
+    def resume_reading(self) -> None:
+        if self._out >= 0:
+            self._loop.add_reader(self._out, self._on_output)
+
+    def _on_exit(self) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere: its status is lost
+            pid, status = self.pid, 255 << 8
+        if pid == 0:
+            return
+        self.returncode = os.waitstatus_to_exitcode(status)
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = -1
+        self._exit.set_result(None)
+
+    async def wait(self) -> None:
+        await asyncio.shield(self._exit)
+
+    def write_stdin(self, data: bytes) -> None:
+        """Everything at once, then EOF (the shell reads it as it comes: a blocking
+        write of a long script waits for the reader, never for the job)."""
+        try:
+            _write_all(self._stdin, data)
+        except BrokenPipeError:
+            pass  # the shell is gone; its exit says so
+        finally:
+            os.close(self._stdin)
+            self._stdin = -1
+
+    def _close_stdout(self) -> None:
+        if self._out >= 0:
+            self._loop.remove_reader(self._out)
+            os.close(self._out)
+            self._out = -1
+
+    def close(self) -> None:
+        self._close_stdout()
+        if self._stdin >= 0:
+            os.close(self._stdin)
+            self._stdin = -1
+        if self._pidfd >= 0:  # never exited (a warm shell discarded while spawning)
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+
+Child = _Child | _SpawnedChild
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _posix_spawn(command: str, env: Mapping[str, str]) -> _SpawnedChild:
+    """``/bin/sh -c command`` in its own session, stdin and stdout+stderr on pipes."""
+    in_r, in_w = os.pipe2(os.O_CLOEXEC)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", command], env, setsid=True,
+                             file_actions=[(os.POSIX_SPAWN_DUP2, in_r, 0),
+                                           (os.POSIX_SPAWN_DUP2, out_w, 1),
+                                           (os.POSIX_SPAWN_DUP2, out_w, 2)])
+    except BaseException:
+        for fd in (in_w, out_r):
+            os.close(fd)
+        raise
+    finally:
+        os.close(in_r)
+        os.close(out_w)
+    return _SpawnedChild(pid, in_w, out_r, asyncio.get_running_loop())
+
 
 class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -209,12 +324,11 @@ class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
             self.exit.set_result(None)
 
 
-async def _spawn(command: str, cwd: Path, env: Mapping[str, str],
-                 stdin: int = subprocess.DEVNULL) -> _Child:
+async def _spawn(command: str, cwd: Path, env: Mapping[str, str]) -> _Child:
     loop = asyncio.get_running_loop()
     spawning = asyncio.ensure_future(loop.subprocess_exec(
         lambda: _Protocol(loop), "/bin/sh", "-c", command, cwd=cwd, env=dict(env),
-        stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True))
     try:
         transport, protocol = await asyncio.shield(spawning)
@@ -233,6 +347,7 @@ async def _spawn(command: str, cwd: Path, env: Mapping[str, str],
 # long one through ``cat`` (a process, but large reads). It then gives the job /dev/null
 # as stdin and evaluates the script, its own variables unset first.
 _WARM = (
+    'cd -- "$__ow_dir" || exit 126; unset __ow_dir; '
     'IFS= read -r __ow_how; if [ "$__ow_how" = lines ]; then '
     'while IFS= read -r __ow_line || [ -n "$__ow_line" ]; do '
     '__ow_script="$__ow_script$__ow_line\n"; done; else __ow_script=$(cat); fi; '
@@ -252,7 +367,7 @@ class WarmShell:
     in that the shell stays the parent of the last command instead of exec'ing it.
     """
 
-    def __init__(self, child: _Child, cwd: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, child: _SpawnedChild, cwd: Path, env: Mapping[str, str]) -> None:
         self._child, self.cwd, self.env = child, cwd, dict(env)
 
     @property
@@ -261,7 +376,7 @@ class WarmShell:
 
     @classmethod
     async def start(cls, cwd: Path, env: Mapping[str, str]) -> WarmShell:
-        return cls(await _spawn(_WARM, cwd, env, stdin=subprocess.PIPE), cwd, env)
+        return cls(_posix_spawn(_WARM, {**env, "__ow_dir": str(cwd)}), cwd, env)
 
     def fits(self, cwd: Path, env: Mapping[str, str]) -> bool:
         """Whether the job can run here: same directory, every variable it needs (or
@@ -270,23 +385,21 @@ class WarmShell:
                 and all(_NAME.match(k) for k in (env.keys() ^ self.env.keys()) | {
                     k for k, v in env.items() if self.env.get(k) != v}))
 
-    def run(self, command: str, env: Mapping[str, str]) -> _Child:
+    def run(self, command: str, env: Mapping[str, str]) -> _SpawnedChild:
         """Hand the shell ``command`` with ``env``: unsets and exports, then the script."""
         exports = [f"export {k}={shlex.quote(v)}" for k, v in env.items()
                    if self.env.get(k) != v]
         unsets = [f"unset {k}" for k in self.env.keys() - env.keys()]
         script = ("\n".join([*unsets, *exports, command]) + "\n").encode()
-        stdin = self._child.transport.get_pipe_transport(0)
-        assert stdin is not None
-        stdin.write((b"lines\n" if len(script) <= _READ_MAX else b"cat\n") + script)
-        stdin.close()
+        self._child.write_stdin((b"lines\n" if len(script) <= _READ_MAX else b"cat\n")
+                                + script)
         return self._child
 
     async def discard(self) -> None:
         """Stop a shell no job will use (the agent stops, or the next job cannot)."""
         with anyio.CancelScope(shield=True):
             await _kill_group(self._child)
-            self._child.transport.close()
+            self._child.close()
 
 
 class _LazyLog:
@@ -312,7 +425,7 @@ class _LazyLog:
 
 
 async def _run_to_end(
-    process: _Child, log: _LazyLog, on_line: OnLine,
+    process: Child, log: _LazyLog, on_line: OnLine,
     cancel: anyio.Event, deadline: float | None, grace_s: float,
 ) -> str | None:
     assert process.stdout is not None
@@ -334,7 +447,7 @@ async def _run_to_end(
 
 
 async def _wait_exit_or_stop(
-    process: _Child, cancel: anyio.Event, deadline: float | None,
+    process: Child, cancel: anyio.Event, deadline: float | None,
     reader: asyncio.Future[None],
 ) -> str | None:
     """None once the process exits by itself; "canceled" or "timeout" if we must stop it.
@@ -413,7 +526,7 @@ async def _call(callback: Callable[..., object], arg: object) -> None:
         await result
 
 
-async def _stop_group(process: _Child, grace_s: float) -> None:
+async def _stop_group(process: Child, grace_s: float) -> None:
     """SIGTERM the job's process group; SIGKILL whatever is left after ``grace_s``."""
     if process.returncode is not None and not _group_alive(process.pid):
         return  # the usual end: the command exited and left nothing running
@@ -423,21 +536,21 @@ async def _stop_group(process: _Child, grace_s: float) -> None:
     await _kill_group(process)
 
 
-async def _kill_group(process: _Child) -> None:
+async def _kill_group(process: Child) -> None:
     _signal_group(process, signal.SIGKILL)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(_wait_group_gone(process), _KILL_WAIT_S)
     await process.wait()  # SIGKILL cannot be ignored: the leader ends and is reaped
 
 
-async def _wait_group_gone(process: _Child) -> None:
+async def _wait_group_gone(process: Child) -> None:
     await process.wait()
     # Polled: other members are not our children, so nothing signals their exit.
     while _group_alive(process.pid):  # noqa: ASYNC110
         await asyncio.sleep(_POLL_S)
 
 
-def _signal_group(process: _Child, sig: int) -> None:
+def _signal_group(process: Child, sig: int) -> None:
     # The group id is the leader's pid. Once the leader is reaped that pid can be reused
     # by an unrelated session leader, so only signal a group that still has members.
     if process.returncode is not None and not _group_alive(process.pid):
@@ -477,7 +590,7 @@ def _live_member(pid: str, pgid: int) -> bool:
     return int(fields[2]) == pgid and fields[0] not in (b"Z", b"X")
 
 
-def _outcome(process: _Child, stop_reason: str | None, started_at: float) -> ProcessOutcome:
+def _outcome(process: Child, stop_reason: str | None, started_at: float) -> ProcessOutcome:
     code = process.returncode
     assert code is not None
     exit_code = code if code >= 0 else None
