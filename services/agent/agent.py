@@ -12,7 +12,9 @@ confirmed meanwhile: pickup is assignment -> spawn, not assignment -> round trip
 spawn. A refused start stops the command and reports nothing. The confirmation waits
 ``QUICK_JOB_S``: a job that ends before reports its start with its end (``with_start``),
 one request and one append instead of two of each; the run exists since its assignment,
-so the job may use it (``ow.run.log``) meanwhile.
+so the job may use it (``ow.run.log``) meanwhile. The next job's shell is spawned in the
+next job's directory while the agent waits (``WarmShell``), so a job starts when its
+script is written to it.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 I/O building blocks of the agent; the NATS wiring sits on top. Spawning relies on plain
 asyncio (anyio's asyncio backend, which does not use uvloop unless asked): uvloop
-spawns about four times slower on the agent's machines.
+spawns about four times slower on the agent's machines. A job normally runs in a
+:class:`WarmShell` spawned before it was assigned, with ``os.posix_spawn``.
 
 Invariant: when :func:`run_job_process` returns or raises, the command's whole process
 group is gone (SIGTERM, then SIGKILL), its leader is reaped and the output reader has
