@@ -162,6 +162,7 @@ async def run_job_process(
     together about a fifth of an agent's CPU per no-op job.
     """
     with _LazyLog(log_path) as log:
+        process: Child
         if shell is not None:
             process = shell.run(command, env)
         else:
@@ -210,7 +211,8 @@ class _SpawnedChild:
 
     def __init__(self, pid: int, stdin: int, stdout: int,
                  loop: asyncio.AbstractEventLoop) -> None:
-        self.pid, self.returncode = pid, None
+        self.pid = pid
+        self.returncode: int | None = None
         self._loop, self._stdin, self._out = loop, stdin, stdout
         self._exit: asyncio.Future[None] = loop.create_future()
         self.stdout = asyncio.StreamReader(limit=2**16, loop=loop)
