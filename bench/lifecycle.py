@@ -19,14 +19,15 @@ max C+4, default asyncio loop), started fresh for every measurement, as LIMITS.m
 Measured in every run, for each N:
   ours pickup:  S sequential jobs, each after a random 20-50 ms idle pause. The command
                 is `echo "$OPENWEIGHTS_JOB_ID"` (a shell builtin: no process beyond the
-                job's own `sh`). Latency = client clock before `jobs._submit` -> the
+                job's own `sh`, which the agent spawned ahead of the assignment, as it
+                does for every job: `WarmShell`; procrastinate's task spawns its `sh`
+                when it runs). Latency = client clock before `jobs._submit` -> the
                 bench receives that output line (agent reads the pipe, publishes on
                 `<ns>log.<org>.…`): an upper bound of "submit -> process started"
                 by one NATS hop. Also shown, where the time goes: -> the `at` of
-                `JobSubmitted` (api), `JobAssigned` (scheduler) and `RunStarted` (api,
-                deciding the agent's `agent.run.start`; an agent whose copy of the
-                org's secrets is current sends it as it spawns the command, so it
-                often lands after the output line).
+                `JobSubmitted` (api), `JobAssigned` (scheduler) and `RunStarted` (api;
+                a job done within 50 ms reports its start with its end, so for these
+                jobs it lands after the output line).
   ours e2e:     K jobs with command `true`, 16 submitters (one `AsyncOpenWeights` each)
                 submitting K/16 each, while the agents run them. Time = client clock
                 before the first submit -> the read models include the last
