@@ -315,8 +315,8 @@ def split_rows(runs: list[Run], events: int) -> Table:
         ("replay (rebuild()'s clock, digests excluded)", s(r.replay_s for r in runs), "s"),
         ("  fold phase: start → last batch folded (connect, migrate, read, decode, apply)",
          s(r.replay_fold_s for r in runs), "s"),
-        ("  COPY phase: last batch → staging schema swapped in (event rows still queued, "
-         "other tables' COPY, indexes, commits, swap)", s(r.replay_copy_s for r in runs), "s"),
+        ("  COPY phase: last batch → staging schema swapped in (every table's COPY, "
+         "keys and indexes, commits, swap)", s(r.replay_copy_s for r in runs), "s"),
         ("  fold phase rate", fmt_mmm(events / r.replay_fold_s for r in runs), "events/s"),
         ("`fold_log()` alone", s(r.fold_alone_s for r in runs), "s"),
         ("`ReadModel.all_rows()` alone", s(r.all_rows_s for r in runs), "s"),

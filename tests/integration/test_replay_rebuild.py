@@ -6,8 +6,10 @@ import asyncpg
 import nats
 import pytest
 
+from openweights import replay
 from openweights.adapters.nats.eventlog import EventLog
 from openweights.adapters.nats.streams import ensure_streams
+from openweights.adapters.postgres.db import connect, migrate, query
 from openweights.config import Settings
 from openweights.events.codec import UndecodableEvent
 from openweights.replay import rebuild, staging_schema, table_digests
@@ -35,8 +37,33 @@ async def _schemas(conn: asyncpg.Connection) -> set[str]:
     return {r["nspname"] for r in await conn.fetch("SELECT nspname FROM pg_namespace")}
 
 
-async def test_rebuild_replaces_the_schema_and_a_failed_one_leaves_it_as_it_was(
+async def _keys_and_indexes(conn: asyncpg.Connection, schema: str) -> set[tuple[str, ...]]:
+    keys = {("key", r["tablename"], r["conname"], r["condef"])
+            for r in await conn.fetch(query("primary_keys"), schema)}
+    indexes = {("index", r["tablename"], r["indexname"],
+                r["indexdef"].replace(f"{schema}.", "<schema>."))
+               for r in await conn.fetch(query("secondary_indexes"), schema)}
+    return keys | indexes
+
+
+async def test_the_rebuilt_schema_has_the_keys_and_indexes_of_a_migrated_one(
         settings: Settings) -> None:
+    await _append(settings, HistoryMaker(Subjects(settings.namespace), seed=6), jobs=5)
+    await rebuild(settings, "ow_replay")
+    conn = await connect(settings.database_url)  # type: ignore[arg-type]
+    try:
+        await migrate(conn, "fresh")
+        rebuilt = await _keys_and_indexes(conn, "ow_replay")
+        assert rebuilt == await _keys_and_indexes(conn, "fresh")
+        assert ("key", "events", "events_pkey", "PRIMARY KEY (seq, idx)") in rebuilt
+    finally:
+        await conn.close()
+
+
+async def test_rebuild_replaces_the_schema_and_a_failed_one_leaves_it_as_it_was(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Event rows handed over (and COPYed) every 50 while folding, as on a long log.
+    monkeypatch.setattr(replay, "EVENT_ROWS_HELD", 50)
     maker = HistoryMaker(Subjects(settings.namespace), seed=5)
     first = await _append(settings, maker, jobs=40)
     before = await rebuild(settings, "ow_replay")
