@@ -35,7 +35,8 @@ def register(app: typer.Typer) -> None:
         as_of: datetime | None = typer.Option(
             None, "--as-of", help="the state as of this time (ISO 8601)",
             formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
-        schema: str = typer.Option("ow_replay", help="schema to rebuild into (dropped first)"),
+        schema: str = typer.Option(
+            "ow_replay", help="schema to rebuild into (replaced once the rebuild succeeded)"),
     ) -> None:
         """Rebuild every read model from sequence 1 into a fresh schema and digest it."""
         s = operator_settings(settings())
