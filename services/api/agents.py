@@ -27,6 +27,19 @@ from services.api.service import ApiService, Context, Seq
 
 
 def install(api: ApiService) -> None:
+    # Worker ids are one namespace across organizations (the read models key workers by
+    # id): a registration claims its id here before the append is awaited, so that two
+    # organizations racing for one new id cannot both get it from this instance.
+    claims: dict[str, str] = {}
+
+    def claim_worker_id(org: str, worker_id: str) -> None:
+        owner = claims.get(worker_id) or next(
+            (w.org for w in api.fold.of_kind("worker") if w.id == worker_id), None)
+        if owner is not None and owner != org:
+            raise Conflict(f"worker id {worker_id!r} is taken by another organization; "
+                           "start the agent with another worker id")
+        claims[worker_id] = org
+
     def _job(org: str, job_id: str) -> JobState:
         state = api.fold.get(org, "job", check_token(job_id, "job id"))
         if state is None:
@@ -55,6 +68,7 @@ def install(api: ApiService) -> None:
     async def register(ctx: Context, req: protocol.AgentRegister) -> Seq:
         check_token(req.worker_id, "worker id")
         check_worker(ctx.principal, req.worker_id)
+        claim_worker_id(ctx.org, req.worker_id)
         by = Actor("agent", req.worker_id)
         cmd = RegisterWorker(worker_id=req.worker_id, org=ctx.org, docker_image=req.docker_image,
                              hardware_type=req.hardware_type, gpu_type=req.gpu_type,

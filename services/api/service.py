@@ -172,6 +172,9 @@ class ApiService:
             log.warning("api.dependency_unavailable", endpoint=endpoint, error=str(exc))
             await self._error(req, Unavailable.code, f"{endpoint}: a backing store is "
                               f"unavailable ({type(exc).__name__}); retry shortly")
+        except RecursionError:  # a value nested past what the handler's codecs can walk
+            await self._error(req, InvalidRequest.code, f"invalid {endpoint} request: a "
+                              "value is nested too deeply")
         except Exception as exc:  # a bug must not kill the service; the caller learns of it
             log.exception("api.handler_failed", endpoint=endpoint)
             await self._error(req, "internal", f"internal error in {endpoint}: {exc}")

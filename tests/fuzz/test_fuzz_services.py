@@ -84,3 +84,13 @@ def test_hostile_json_is_refused_as_invalid_and_never_kills_the_agent(fuzz: Any)
         assert refused.status == "rejected:invalid", refused
         dropped = fuzz.assign(payload)
         assert dropped.status == "unanswered", dropped
+
+
+def test_params_nested_past_the_codecs_are_invalid_not_internal(fuzz: Any) -> None:
+    """Found by the 10,000-case run (its payload): params nested 2,000 deep made
+    jobs.find fail with an internal RecursionError past the decoder, which depends on
+    the stack the handler runs on; the api answers any such error as invalid."""
+    deep = b'{"a":' * 2000 + b"1" + b"}" * 2000
+    payload = b'{"request_id":null,"min_seq":-1,"v":1,"params":' + deep + b"}"
+    refused = fuzz.raw("jobs.find", payload)
+    assert refused.status == "rejected:invalid", refused

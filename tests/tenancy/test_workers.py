@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import asyncpg
 import nats
 import pytest
 
@@ -27,7 +28,7 @@ from openweights.errors import (
     OpenWeightsError,
 )
 from openweights.sdk.logs import read_logs
-from tests.tenancy.conftest import A, Errors, World, raw_connect, retry, wait_flushed
+from tests.tenancy.conftest import A, B, Errors, World, raw_connect, retry, wait_flushed
 
 
 @dataclass
@@ -266,3 +267,29 @@ def test_an_end_with_its_start_records_both_in_one_append_only_for_an_outcome(
     assert done["status"] == "completed"
     (run,) = admin.runs.list(job_id=job_id)
     assert run.status == "completed" and run.started_at is not None
+
+
+def test_a_worker_id_of_another_organization_cannot_be_registered(fleet: Fleet) -> None:
+    """Worker ids are one namespace: org B registering w1 (org A's) would have the read
+    models (and the projector) mix up two workers."""
+    world = fleet.world
+    b = world.ow("b_admin")
+    with pytest.raises(Conflict, match="taken by another organization"):
+        _call(b, "agent.register", worker_id="w1", docker_image="i", hardware_type="cpu")
+    _call(b, "agent.register", worker_id="b-own-worker", docker_image="i", hardware_type="cpu")
+
+    async def workers() -> list[tuple[str, str]]:
+        conn = await asyncpg.connect(str(world.settings.database_url))
+        try:
+            rows = await conn.fetch("SELECT id, organization_id FROM workers ORDER BY id")
+        finally:
+            await conn.close()
+        return [(r["id"], r["organization_id"]) for r in rows]
+
+    # The projector is alive (B's own worker is projected) and w1 is still A's alone.
+    def projected() -> list[tuple[str, str]]:
+        rows = anyio.run(workers)
+        assert ("b-own-worker", B) in rows
+        return rows
+
+    assert ("w1", A) in retry(projected, "B's worker projected")
