@@ -108,7 +108,7 @@ class Agent:
             log.info("agent.registered", worker=self.worker_id, requeued=registered["requeued"],
                      hardware=self.hardware.hardware_type)
             await self.workspaces.prepare()
-            await self._warm_up()
+            self._warm_up()
             if self.real_gpus and (problems := gpu_health_problems(await read_gpus())):
                 log.error("agent.gpu_unhealthy", problems=problems)
                 self.stop(f"GPU health check failed: {'; '.join(problems)}")
@@ -285,7 +285,7 @@ class Agent:
             with anyio.CancelScope(shield=True):
                 await self.workspaces.give_back(ws)
                 if not self.stopping.is_set():
-                    await self._warm_up()
+                    self._warm_up()
 
     def _job_env(self, run_id: str, job_id: str, secrets: dict[str, str]) -> dict[str, str]:
         env = build_job_env(self._base_env, run_id=run_id, n_gpus=self.hardware.gpu_count,
@@ -293,7 +293,7 @@ class Agent:
         env.update(OPENWEIGHTS_JOB_ID=job_id, OW_WORKER_ID=self.worker_id)
         return env
 
-    async def _warm_up(self) -> None:
+    def _warm_up(self) -> None:
         """Spawn the next job's shell in the next job's directory while there is no job
         (see ``WarmShell``): the job then starts as soon as it is assigned."""
         if (self._warm is not None or not self._warm_ok
@@ -301,7 +301,7 @@ class Agent:
             return
         secrets = self._secrets.get(self.t.org, (-1, {}))[1]
         try:
-            self._warm = await WarmShell.start(workdir, self._job_env("", "", secrets))
+            self._warm = WarmShell.start(workdir, self._job_env("", "", secrets))
         except OSError as exc:  # no pidfds here (Linux < 5.3): jobs spawn as they come
             log.warning("agent.no_warm_shell", error=str(exc))
             self._warm_ok = False

@@ -378,7 +378,7 @@ class WarmShell:
         return self._child.pid
 
     @classmethod
-    async def start(cls, cwd: Path, env: Mapping[str, str]) -> WarmShell:
+    def start(cls, cwd: Path, env: Mapping[str, str]) -> WarmShell:
         return cls(_posix_spawn(_WARM, {**env, "__ow_dir": str(cwd)}), cwd, env)
 
     def fits(self, cwd: Path, env: Mapping[str, str]) -> bool:

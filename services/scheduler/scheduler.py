@@ -29,7 +29,7 @@ from openweights.api.protocol import Assignment, Heartbeat, RunNotice
 from openweights.config import Settings
 from openweights.domain import job
 from openweights.domain.commands import AssignJob, CancelJob, RequeueJob
-from openweights.domain.job import JobState
+from openweights.domain.job import JobState, RunState
 from openweights.domain.matching import cached_model, pick_worker, priority
 from openweights.domain.worker import WorkerState
 from openweights.errors import ConcurrencyConflict, OpenWeightsError
@@ -94,12 +94,13 @@ class Scheduler:
         if run is None or datetime.now(UTC) - event.at >= window:
             return  # history replayed: a heartbeat naming a run that is over has it told
         if isinstance(event, JobCanceled):
-            notice = RunNotice(org=org, job_id=run.job_id, run_id=run.id,
-                               worker_id=run.worker_id, kind="canceled", reason=event.reason)
+            self._tell(org, run, kind="canceled", reason=event.reason)
         else:
-            notice = RunNotice(org=org, job_id=run.job_id, run_id=run.id,
-                               worker_id=run.worker_id, kind="timeout", timeout=event.timeout)
-        self._notices.append(notice)
+            self._tell(org, run, kind="timeout", timeout=event.timeout)
+
+    def _tell(self, org: str, run: RunState, **about: Any) -> None:
+        self._notices.append(RunNotice(org=org, job_id=run.job_id, run_id=run.id,
+                                       worker_id=run.worker_id, **about))
         self._notices_wake.set()
 
     def pending(self) -> list[JobState]:
@@ -146,10 +147,7 @@ class Scheduler:
         run = j.run(beat.run_id) if j is not None and beat.run_id else None
         if run is not None and run.worker_id == wid and run.status != "in_progress":
             # Its agent missed the notice (sent before a restart of ours, or lost).
-            self._notices.append(RunNotice(org=org, job_id=run.job_id, run_id=run.id,
-                                           worker_id=wid, kind="canceled",
-                                           reason=f"the run is {run.status}"))
-            self._notices_wake.set()
+            self._tell(org, run, kind="canceled", reason=f"the run is {run.status}")
 
     async def _notify_forever(self) -> None:
         while True:

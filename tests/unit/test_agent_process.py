@@ -307,7 +307,7 @@ async def test_a_warm_shell_runs_the_job_as_sh_c_would(tmp_path: Path) -> None:
     base = {**os.environ, "GONE": "1", "KEPT": "same", "CHANGED": "old"}
     env = {k: v for k, v in base.items() if k != "GONE"}
     env.update(CHANGED="it's \"new\" $HOME `x`\nsecond line", ADDED="a b")
-    shell = await WarmShell.start(tmp_path, base)
+    shell = WarmShell.start(tmp_path, base)
     assert shell.fits(tmp_path, env)
     out = Output()
     command = ('echo "${GONE-unset}|$KEPT|$ADDED|$0|$#"; echo "$CHANGED"; '
@@ -319,7 +319,7 @@ async def test_a_warm_shell_runs_the_job_as_sh_c_would(tmp_path: Path) -> None:
 
 
 async def test_a_long_script_reaches_the_warm_shell_whole(tmp_path: Path) -> None:
-    shell = await WarmShell.start(tmp_path, os.environ)
+    shell = WarmShell.start(tmp_path, os.environ)
     command = "\n".join(f"v{i}={i}" for i in range(400)) + '\necho "$v0 $v399"'
     assert len(command) > 512  # past the line-by-line limit: read through cat
     out = Output()
@@ -329,7 +329,7 @@ async def test_a_long_script_reaches_the_warm_shell_whole(tmp_path: Path) -> Non
 
 async def test_a_warm_shell_fits_only_its_directory_and_nameable_variables(
         tmp_path: Path) -> None:
-    shell = await WarmShell.start(tmp_path, os.environ)
+    shell = WarmShell.start(tmp_path, os.environ)
     try:
         assert shell.fits(tmp_path, {**os.environ, "OK_NAME": "x"})
         assert not shell.fits(tmp_path / "other", dict(os.environ))
@@ -340,7 +340,7 @@ async def test_a_warm_shell_fits_only_its_directory_and_nameable_variables(
 
 async def test_a_canceled_job_in_a_warm_shell_dies_with_its_group(tmp_path: Path) -> None:
     out, cancel = Output(), anyio.Event()
-    shell = await WarmShell.start(tmp_path, os.environ)
+    shell = WarmShell.start(tmp_path, os.environ)
     async with anyio.create_task_group() as tg:
         outcomes: list[ProcessOutcome] = []
 
@@ -356,7 +356,7 @@ async def test_a_canceled_job_in_a_warm_shell_dies_with_its_group(tmp_path: Path
 
 
 async def test_a_discarded_warm_shell_is_gone(tmp_path: Path) -> None:
-    shell = await WarmShell.start(tmp_path, os.environ)
+    shell = WarmShell.start(tmp_path, os.environ)
     pid = shell.pid
     assert not is_gone(pid)
     await shell.discard()
