@@ -172,9 +172,6 @@ class ApiService:
             log.warning("api.dependency_unavailable", endpoint=endpoint, error=str(exc))
             await self._error(req, Unavailable.code, f"{endpoint}: a backing store is "
                               f"unavailable ({type(exc).__name__}); retry shortly")
-        except RecursionError:  # a value nested past what the handler's codecs can walk
-            await self._error(req, InvalidRequest.code, f"invalid {endpoint} request: a "
-                              "value is nested too deeply")
         except Exception as exc:  # a bug must not kill the service; the caller learns of it
             log.exception("api.handler_failed", endpoint=endpoint)
             await self._error(req, "internal", f"internal error in {endpoint}: {exc}")
@@ -236,6 +233,12 @@ def _decode(endpoint: str, data: bytes) -> protocol.Request:
         raise InvalidRequest(f"invalid {endpoint} request: nested too deeply") from None
     # Postgres stores no NUL in text or jsonb: an appended one would stop the projector
     # at that event for good. In JSON a NUL can only be written as this escape.
+    # Deeper values decode, then break what walks them later (Postgres' codecs, error
+    # messages): bounded here. Only a payload with that many brackets can be that deep.
+    if data.count(b"{") + data.count(b"[") > protocol.MAX_NESTING and _deeper_than(
+            msgspec.json.decode(data), protocol.MAX_NESTING):
+        raise InvalidRequest(f"invalid {endpoint} request: values may nest at most "
+                             f"{protocol.MAX_NESTING} deep")
     if b"\\u0000" in data and _has_nul(msgspec.json.decode(data)):
         raise InvalidRequest(f"invalid {endpoint} request: text may not contain NUL (\\u0000)")
     for name in body.__struct_fields__:  # an instant must exist in UTC (Postgres keeps it so)
@@ -247,6 +250,17 @@ def _decode(endpoint: str, data: bytes) -> protocol.Request:
                 raise InvalidRequest(f"invalid {endpoint} request: {name} {value.isoformat()} "
                                      "is out of range") from None
     return body
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict | list):
+            if depth == limit:
+                return True
+            stack += [(x, depth + 1) for x in (v.values() if isinstance(v, dict) else v)]
+    return False
 
 
 def _has_nul(value: Any) -> bool:

@@ -86,11 +86,15 @@ def test_hostile_json_is_refused_as_invalid_and_never_kills_the_agent(fuzz: Any)
         assert dropped.status == "unanswered", dropped
 
 
-def test_params_nested_past_the_codecs_are_invalid_not_internal(fuzz: Any) -> None:
-    """Found by the 10,000-case run (its payload): params nested 2,000 deep made
-    jobs.find fail with an internal RecursionError past the decoder, which depends on
-    the stack the handler runs on; the api answers any such error as invalid."""
-    deep = b'{"a":' * 2000 + b"1" + b"}" * 2000
-    payload = b'{"request_id":null,"min_seq":-1,"v":1,"params":' + deep + b"}"
-    refused = fuzz.raw("jobs.find", payload)
-    assert refused.status == "rejected:invalid", refused
+def test_values_nested_past_the_bound_are_invalid(fuzz: Any) -> None:
+    """Found by the 10,000-case run: params nested 2,000 deep decoded (on its stack),
+    then broke what walks them later, and jobs.find answered 'internal'. Requests are
+    bounded at protocol.MAX_NESTING levels, whatever the stack."""
+    def find(depth: int) -> Any:
+        params = b'{"a":' * depth + b"1" + b"}" * depth
+        return fuzz.raw("jobs.find", b'{"request_id":null,"v":1,"params":' + params + b"}")
+
+    assert find(protocol.MAX_NESTING - 1).status == "accepted"
+    for depth in (protocol.MAX_NESTING, 2000):
+        refused = find(depth)
+        assert refused.status == "rejected:invalid", refused

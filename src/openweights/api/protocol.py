@@ -15,6 +15,7 @@ import msgspec
 
 PROTOCOL_VERSION = 1
 MAX_REQUEST_BYTES = 1 << 20  # larger data goes up as a file
+MAX_NESTING = 64  # objects and arrays inside one another, at most
 CHUNK_BYTES = 1 << 20
 
 
