@@ -72,6 +72,7 @@ import nats
 from nats.aio.msg import Msg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import skeleton
 from _common import CpuMeter, Servers, mmm, percentile, process_tree_cpu, servers
 
 from openweights import AsyncOpenWeights
@@ -489,8 +490,8 @@ async def spawn_reference(count: int = 1000, concurrency: int = 16) -> float:
     return count / (time.perf_counter() - t0)
 
 
-async def measure_n(srv: Servers, pq: Procrastinate, n: int, args: argparse.Namespace,
-                    res: Results, meter: CpuMeter) -> None:
+async def measure_n(srv: Servers, db_url: str, pq: Procrastinate, n: int,
+                    args: argparse.Namespace, res: Results, meter: CpuMeter) -> None:
     async with Ours(srv, n, args) as ours:
         await ours.pickup(99, 0, args.warm)  # warm the whole path once
         for run in range(args.runs):
@@ -512,6 +513,9 @@ async def measure_n(srv: Servers, pq: Procrastinate, n: int, args: argparse.Name
                                    {"worker": [pid]}):
                         res.add(f"pq.{name}.e2e", n, await pq.e2e(
                             task, args.jobs, args.submitters))
+            rate, cpu = await skeleton.measure(srv.nats.url, db_url, n, args.jobs, meter, run)
+            res.add("skeleton.e2e", n, rate)
+            res.cpu[("skeleton.e2e", n)].append(cpu)
             print(progress(res, n, run), flush=True)
     if args.profile:
         print_profiles(ours.prof_dir, args.profile, n)
@@ -527,7 +531,8 @@ def progress(res: Results, n: int, run: int) -> str:
     return (f"N={n} run {run + 1}: pickup p50/p99 ms ours {lat('ours.pickup')}, "
             f"pq noop {lat('pq.noop.pickup')}, pq spawn {lat('pq.spawn.pickup')}; "
             f"e2e/s ours {v[('ours.e2e', n)][run]:.0f}, pq noop "
-            f"{v[('pq.noop.e2e', n)][run]:.0f}, pq spawn {v[('pq.spawn.e2e', n)][run]:.0f}; "
+            f"{v[('pq.noop.e2e', n)][run]:.0f}, pq spawn {v[('pq.spawn.e2e', n)][run]:.0f}, "
+            f"skeleton {v[('skeleton.e2e', n)][run]:.0f}; "
             f"spawn ref {v[('spawn16', n)][run]:.0f}/s")
 
 
@@ -581,6 +586,15 @@ def report(res: Results, args: argparse.Namespace) -> None:
               f"{'yes' if med(o) > max(med(a), med(b)) else 'NO'}")
         print(f"| {n} | lifecycles/s | {cell(o, '.0f')} | {cell(a, '.0f')} | {cell(b, '.0f')} "
               f"| {med(o) / med(a):.2f} | {med(o) / med(b):.2f} | {ok} |")
+    print("\nThe design's bare skeleton (`bench/skeleton.py`: the same messages, appends, "
+          "consumers, spawn and COPY per job, none of our logic), in the same run: the "
+          "most this architecture gives on this box.\n")
+    print("| N | skeleton lifecycles/s | ours | ours / skeleton | skeleton vs goal |\n"
+          "|---|---|---|---|---|")
+    for n in args.n:
+        o, k = v[("ours.e2e", n)], v[("skeleton.e2e", n)]
+        print(f"| {n} | {cell(k, '.0f')} | {cell(o, '.0f')} | {med(o) / med(k):.2f} | "
+              f"{med(k) / GOAL_RATE:.2f} of {GOAL_RATE:.0f}/s |")
     print("\nOurs, where the pickup time goes: ms from the client's submit to each event's "
           "`at` (the deciding service's clock), then to the output line; p50 / p99, median "
           "over runs. Spawn reference: asyncio `true`, 16 in flight (LIMITS §4d: 1,784/s).\n")
@@ -594,7 +608,7 @@ def report(res: Results, args: argparse.Namespace) -> None:
     print("| N | system | bench proc | agents / worker | services procs | nats | postgres "
           "| rest | box busy |\n|---|---|---|---|---|---|---|---|---|")
     for n in args.n:
-        for what in ("ours.e2e", "pq.noop.e2e", "pq.spawn.e2e"):
+        for what in ("ours.e2e", "pq.noop.e2e", "pq.spawn.e2e", "skeleton.e2e"):
             rows = res.cpu[(what, n)]
 
             def m(k: str, rows: list[dict[str, float]] = rows) -> str:
@@ -602,7 +616,7 @@ def report(res: Results, args: argparse.Namespace) -> None:
                 return f"{med(vals):.0f}" if vals else "-"
 
             busy = med([r["busy"] for r in rows])
-            worker = m("agents") if what.startswith("ours") else m("worker")
+            worker = m("worker") if what.startswith("pq") else m("agents")
             print(f"| {n} | {what} | {m('bench')} | {worker} | {m('services')} | {m('nats')} "
                   f"| {m('postgres')} | {m('rest')} | {busy:.0%} |")
 
@@ -621,17 +635,18 @@ def plot(res: Results, args: argparse.Namespace) -> None:
     throughput_vs_agents(args.plot_dir / "lifecycle_throughput.png",
                          f"No-op job lifecycles/s ({args.jobs} jobs per run)",
                          {label: {n: v[(f"{key}.e2e", n)] for n in args.n}
-                          for key, label in names.items()}, goal=("goal ≥", GOAL_RATE))
+                          for key, label in {**names, "skeleton": "bare skeleton"}.items()},
+                         goal=("goal ≥", GOAL_RATE))
 
 
 async def main(args: argparse.Namespace) -> None:
     res = Results()
     configure_logging(json=True)  # as deployed (JSON lines, on stderr): tables own stdout
-    async with servers() as (srv, _):
+    async with servers() as (srv, db_url):
         meter = CpuMeter(srv)
         async with Procrastinate(srv, srv.root) as pq:
             for n in args.n:
-                await measure_n(srv, pq, n, args, res, meter)
+                await measure_n(srv, db_url, pq, n, args, res, meter)
     report(res, args)
     if args.plot_dir:
         plot(res, args)
