@@ -239,6 +239,14 @@ class CpuMeter:
         self.samples[name] = self.snap() - before
 
 
+def per_job_cpu(d: CpuSample, parts: dict[str, float], jobs: int) -> dict[str, float]:
+    """µs of CPU per job: this process (``bench``), each of ``parts`` (CPU seconds of
+    other processes), nats-server, Postgres and the rest of the box; plus ``busy``."""
+    row = {"bench": d.client, **parts, "nats": d.nats, "postgres": d.postgres}
+    row["rest"] = max(0.0, d.busy_cpu - sum(row.values()))
+    return {k: v / jobs * 1e6 for k, v in row.items()} | {"busy": d.busy}
+
+
 def cpu_rows(meter: CpuMeter, phases: dict[str, str], runs: int, per: int,
              ) -> list[tuple[str, str, str]]:
     """Median CPU µs per unit (``per`` units in a phase) of phases named ``<key><run>``."""

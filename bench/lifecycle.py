@@ -73,7 +73,15 @@ from nats.aio.msg import Msg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import skeleton
-from _common import CpuMeter, Servers, mmm, percentile, process_tree_cpu, servers
+from _common import (
+    CpuMeter,
+    Servers,
+    mmm,
+    per_job_cpu,
+    percentile,
+    process_tree_cpu,
+    servers,
+)
 
 from openweights import AsyncOpenWeights
 from openweights.adapters.embedded import die_with_parent
@@ -471,9 +479,7 @@ def cpu_phase(res: Results, meter: CpuMeter, what: str, n: int, jobs: int,
     yield
     d = meter.snap() - before
     g = {k: sum(process_tree_cpu(p) for p in v) - g0[k] for k, v in groups.items()}
-    row = {"bench": d.client, **g, "nats": d.nats, "postgres": d.postgres}
-    row["rest"] = max(0.0, d.busy_cpu - sum(row.values()))
-    res.cpu[(what, n)].append({k: v / jobs * 1e6 for k, v in row.items()} | {"busy": d.busy})
+    res.cpu[(what, n)].append(per_job_cpu(d, g, jobs))
 
 
 async def spawn_reference(count: int = 1000, concurrency: int = 16) -> float:

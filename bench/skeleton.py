@@ -50,7 +50,7 @@ from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CpuMeter, mmm, process_tree_cpu, servers
+from _common import CpuMeter, mmm, per_job_cpu, pg_execute, process_tree_cpu, servers
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBMITTERS = 16
@@ -140,7 +140,8 @@ async def services(url: str, db_url: str, n_agents: int) -> None:
         while True:
             await arrived.wait()
             arrived.clear()
-            rows, batch[:] = batch[:], []
+            rows = batch.copy()
+            batch.clear()
             jobs = {e.job: (e.job, e.type, e.at) for _, e, _ in rows}
             async with conn.transaction():
                 await conn.executemany(
@@ -224,9 +225,7 @@ def start(role: list[str]) -> subprocess.Popen[bytes]:
 
 
 async def reset(url: str, db_url: str) -> None:
-    conn = await asyncpg.connect(db_url)
-    await conn.execute("DROP TABLE IF EXISTS sk_jobs, sk_events")
-    await conn.close()
+    await pg_execute(db_url, "DROP TABLE IF EXISTS sk_jobs, sk_events")
     nc = await nats.connect(url)
     with contextlib.suppress(NotFoundError):
         await nc.jetstream().delete_stream("SK")
@@ -270,11 +269,8 @@ async def measure(url: str, db_url: str, n: int, jobs: int, meter: CpuMeter,
         for p in procs:
             p.kill()
             p.wait()
-    row = {"bench": d.client, "services": cpu[procs[0].pid],
-           "agents": sum(cpu[p.pid] for p in procs[1:]), "nats": d.nats,
-           "postgres": d.postgres}
-    row["rest"] = max(0.0, d.busy_cpu - sum(row.values()))
-    return total / d.wall, {k: v / total * 1e6 for k, v in row.items()} | {"busy": d.busy}
+    parts = {"services": cpu[procs[0].pid], "agents": sum(cpu[p.pid] for p in procs[1:])}
+    return total / d.wall, per_job_cpu(d, parts, total)
 
 
 async def main(args: argparse.Namespace) -> None:
