@@ -22,8 +22,9 @@ Measured in every run, each after a warm-up:
 Goals (issue 3): retrieve p50 <= 2 ms; submissions >= 2,000/s with 16 clients.
 Everything shares one box: the client, both services, nats-server and Postgres; the CPU
 table says who used the cores. With `--services process` the projector and the api run
-as their own programs (`python -m services.projector`, `python -m services.api`), as
-deployed, instead of sharing this process's GIL with the clients.
+as their own programs (`python -m openweights.services.projector`,
+`python -m openweights.services.api`), as deployed, instead of sharing this process's
+GIL with the clients.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ from openweights.adapters.projected import projected_subject
 from openweights.bootstrap import prepare
 from openweights.config import Settings
 from openweights.logs import configure_logging
+from openweights.services.testing.stack import services_thread
 from openweights.subjects import Subjects
-from openweights.testing.stack import services_thread
 
 GOAL_RETRIEVE_P50_S = 0.002
 GOAL_SUBMISSIONS_PER_S = 2_000
@@ -198,7 +199,8 @@ async def service_processes(settings: Settings, profile_to: Path | None,
            "OW_HOME": str(settings.home), "PYTHONPATH": str(ROOT)}
     profiled = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
     procs = [await anyio.open_process(
-        [sys.executable, *(profiled if name == "api" else []), "-m", f"services.{name}"],
+        [sys.executable, *(profiled if name == "api" else []), "-m",
+         f"openweights.services.{name}"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for name in ("projector", "api")]
     try:

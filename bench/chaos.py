@@ -15,7 +15,7 @@ from pathlib import Path
 
 import anyio
 
-from openweights.testing.chaos import ChaosPlan, run_chaos
+from openweights.services.testing.chaos import ChaosPlan, run_chaos
 
 
 def main() -> int:

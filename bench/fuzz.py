@@ -36,7 +36,7 @@ from _common import servers
 
 from openweights.config import Settings
 from openweights.logs import configure_logging
-from openweights.testing.stack import services_thread
+from openweights.services.testing.stack import services_thread
 
 ENGINE = Path(__file__).resolve().parents[1] / "tests" / "fuzz" / "conftest.py"
 GIVE_UP_AFTER = 25  # service errors in a row: the stack is down, stop

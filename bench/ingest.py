@@ -29,8 +29,8 @@ from openweights.adapters.projected import ProjectionWatcher
 from openweights.config import Settings
 from openweights.logs import configure_logging
 from openweights.sdk.client import AsyncOpenWeights, OpenWeights
+from openweights.services.testing.stack import services_thread
 from openweights.subjects import Subjects
-from openweights.testing.stack import services_thread
 
 
 async def raw_publish(nats_url: str, n: int) -> float:

@@ -10,7 +10,7 @@ same run.
 Setup (not measured): a private nats-server and Postgres (`_common.servers`). For each N a
 fresh namespace and database; the projector, the api and the scheduler (no provisioner)
 in a thread of this process (`services_thread`, as the e2e tests) or as their own
-programs; N agents as `python -m services.agent` processes, unmanaged, image `bench`,
+programs; N agents as `python -m openweights.services.agent` processes, unmanaged, image `bench`,
 waited for until the read model shows all N `active`. procrastinate 3.x gets its own
 database `pq` on the same server; its worker is `python bench/lifecycle.py --pq-worker`
 (`run_worker_async(concurrency=C, listen_notify=True, delete_jobs="never")`, pool
@@ -97,8 +97,8 @@ from openweights.events import (
     decode,
 )
 from openweights.logs import configure_logging
+from openweights.services.testing.stack import services_thread
 from openweights.subjects import Subjects
-from openweights.testing.stack import services_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 ORG = "default"
@@ -348,11 +348,12 @@ class Ours:
             else:
                 await prepare(self.settings)
                 for name in ("projector", "api", "scheduler"):
-                    self.service_procs.append(self._spawn(["-m", f"services.{name}"], name, {}))
+                    self.service_procs.append(
+                        self._spawn(["-m", f"openweights.services.{name}"], name, {}))
                 self.exits.callback(self._stop, self.service_procs)
             self.exits.callback(self._stop, self.agents)
             for i in range(self.n):
-                self.agents.append(self._spawn(["-m", "services.agent"], f"agent{i}", {
+                self.agents.append(self._spawn(["-m", "openweights.services.agent"], f"agent{i}", {
                     "OW_WORKER_ID": f"bench-{i}", "OW_DOCKER_IMAGE": IMAGE,
                     "OW_LOCAL_FAKE_GPUS": "0", "OW_MANAGED": "0"}))
             self.db = await asyncpg.connect(self.settings.database_url)

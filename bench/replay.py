@@ -62,8 +62,8 @@ from openweights.config import Settings
 from openweights.events import decode, encode
 from openweights.projection.rows import COLUMNS, Row
 from openweights.replay import ReplayResult, fold_log, rebuild, table_digests
+from openweights.services.testing.history import HistoryMaker
 from openweights.subjects import Subjects
-from openweights.testing.history import HistoryMaker
 
 GOAL_EVENTS_PER_S = 100_000
 GOAL_RATIO = 0.5

@@ -38,8 +38,8 @@ from openweights.domain import job, worker
 from openweights.domain.commands import CompleteRun, RegisterWorker, StartRun, SubmitJob
 from openweights.events import Actor, encode
 from openweights.logs import configure_logging
+from openweights.services.scheduler.scheduler import Scheduler
 from openweights.subjects import Subjects
-from services.scheduler.scheduler import Scheduler
 
 
 def rss_mb() -> float:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from openweights.testing.chaos import ChaosPlan, run_chaos
+from openweights.services.testing.chaos import ChaosPlan, run_chaos
 
 pytestmark = pytest.mark.anyio
 

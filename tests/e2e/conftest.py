@@ -6,7 +6,7 @@ import pytest
 
 from openweights import OpenWeights
 from openweights.config import Settings
-from openweights.testing.stack import services_thread
+from openweights.services.testing.stack import services_thread
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from openweights import AsyncOpenWeights, Jobs, OpenWeights, register
 from openweights.cli.audit import history
 from openweights.config import Settings
 from openweights.domain.commands import AssignJob, CompleteRun, FailRun, StartRun
-from openweights.testing.drive import drive_job
+from openweights.services.testing.drive import drive_job
 
 WORKER = "w1"
 

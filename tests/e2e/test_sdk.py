@@ -25,8 +25,8 @@ from openweights.config import Settings
 from openweights.domain.commands import AssignJob, CompleteRun, FailRun, StartRun
 from openweights.errors import IllegalTransition, InvalidRequest, NotFound
 from openweights.events import Actor, RunFileUploaded
+from openweights.services.testing.drive import drive_job
 from openweights.subjects import Subjects
-from openweights.testing.drive import drive_job
 
 pytestmark = pytest.mark.anyio
 

@@ -11,8 +11,8 @@ from openweights import OpenWeights
 from openweights.api import protocol
 from openweights.config import Settings
 from openweights.errors import InvalidRequest, NotFound
-from openweights.testing.stack import services_thread
-from services.api.files import MAX_OPEN_UPLOADS_PER_ORG
+from openweights.services.api.files import MAX_OPEN_UPLOADS_PER_ORG
+from openweights.services.testing.stack import services_thread
 
 
 def _begin(ow: OpenWeights) -> dict[str, Any]:

@@ -40,10 +40,10 @@ from openweights.datasets import ROLES, VALIDATED_PURPOSES, is_valid_dataset
 from openweights.errors import BY_CODE
 from openweights.ids import FileDigest
 from openweights.secretbox import new_key
+from openweights.services.agent.agent import Agent
+from openweights.services.agent.gpu import HardwareInfo
+from openweights.services.testing.stack import services_thread
 from openweights.subjects import Subjects
-from openweights.testing.stack import services_thread
-from services.agent.agent import Agent
-from services.agent.gpu import HardwareInfo
 
 # Handlers that never append, whatever they are sent.
 QUERIES = frozenset({"files.upload.begin", "files.upload.abort", protocol.UPLOAD_CHUNK,

@@ -24,8 +24,8 @@ from openweights.bootstrap import prepare
 from openweights.config import Settings, settings_env
 from openweights.events import RunEventLogged
 from openweights.replay import verify
+from openweights.services.testing.history import HistoryMaker
 from openweights.subjects import Subjects
-from openweights.testing.history import HistoryMaker
 
 pytestmark = pytest.mark.anyio
 
@@ -34,7 +34,7 @@ EVENTS = 50_000
 
 def start_projector(settings: Settings) -> subprocess.Popen[bytes]:
     env = dict(os.environ, **settings_env(settings), OW_LOG_JSON="true")
-    return subprocess.Popen([sys.executable, "-m", "services.projector"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "openweights.services.projector"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -12,9 +12,9 @@ from openweights.adapters.postgres.db import connect, migrate
 from openweights.adapters.projected import ProjectionWatcher
 from openweights.config import Settings
 from openweights.replay import verify
+from openweights.services.projector.projector import Projector
+from openweights.services.testing.history import HistoryMaker
 from openweights.subjects import Subjects
-from openweights.testing.history import HistoryMaker
-from services.projector.projector import Projector
 
 pytestmark = pytest.mark.anyio
 

@@ -16,9 +16,9 @@ from openweights.adapters.postgres.db import connect
 from openweights.adapters.projected import ProjectionWatcher
 from openweights.cli.main import app
 from openweights.config import Settings, settings_env
+from openweights.services.testing.history import HistoryMaker
+from openweights.services.testing.stack import services_thread
 from openweights.subjects import Subjects
-from openweights.testing.history import HistoryMaker
-from openweights.testing.stack import services_thread
 
 runner = CliRunner()
 

@@ -13,8 +13,8 @@ from openweights.adapters.postgres.db import connect, migrate, query
 from openweights.config import Settings
 from openweights.events.codec import UndecodableEvent
 from openweights.replay import rebuild, staging_schema, table_digests
+from openweights.services.testing.history import HistoryMaker
 from openweights.subjects import Subjects
-from openweights.testing.history import HistoryMaker
 
 pytestmark = pytest.mark.anyio
 

@@ -2,7 +2,7 @@
 Postgres. Tests wait on events (the log's live republish, ``job.wait``), never on sleeps.
 
 ``lab`` is the harness most tests use: it starts the services a test asks for, spawns
-agents as ``python -m services.agent`` processes, watches every event as it is stored
+agents as ``python -m openweights.services.agent`` processes, watches every event as it is stored
 and reads whole histories back from the log.
 """
 
@@ -33,8 +33,8 @@ from openweights.adapters.embedded import die_with_parent
 from openweights.adapters.nats.reader import StoredMessage, read_stream
 from openweights.config import Settings, settings_env
 from openweights.events import Event, decode
+from openweights.services.testing.stack import ALL_SERVICES, services_thread
 from openweights.subjects import Subjects
-from openweights.testing.stack import ALL_SERVICES, services_thread
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -280,7 +280,8 @@ class Lab:
         log_dir = self.tmp / "agent-logs"
         log_dir.mkdir(exist_ok=True)
         with open(log_dir / f"{worker_id}.log", "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "services.agent"], env=env, cwd=REPO,
+            proc = subprocess.Popen([sys.executable, "-m", "openweights.services.agent"],
+                                    env=env, cwd=REPO,
                                     stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         if not self.procs:

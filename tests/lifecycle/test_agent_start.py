@@ -13,9 +13,9 @@ import nats
 from openweights.api.protocol import Assignment
 from openweights.events import JobCompleted, RunStarted
 from openweights.secretbox import new_key
+from openweights.services.agent.agent import QUICK_JOB_S
+from openweights.services.testing.stack import services_thread
 from openweights.subjects import Subjects
-from openweights.testing.stack import services_thread
-from services.agent.agent import QUICK_JOB_S
 
 
 def test_each_job_sees_the_org_secrets_current_when_it_starts(lab) -> None:

@@ -6,7 +6,7 @@ import time
 from collections import Counter
 
 from openweights.events import JobAssigned, JobCompleted, WorkerRegistered
-from services.scheduler.scheduler import Scheduler
+from openweights.services.scheduler.scheduler import Scheduler
 
 AGENTS = 20
 JOBS = 500

@@ -36,8 +36,8 @@ from openweights.domain.commands import AssignJob, CreateToken, StartRun
 from openweights.errors import AuthenticationError
 from openweights.events import Actor, decode
 from openweights.secretbox import new_key
+from openweights.services.testing.stack import services_thread
 from openweights.subjects import Subjects
-from openweights.testing.stack import services_thread
 
 A, B = "orgA", "orgB"
 OPERATOR = Actor("operator", "tenancy-tests")

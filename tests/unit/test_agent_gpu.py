@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.agent.gpu import (
+from openweights.services.agent.gpu import (
     APPS_QUERY,
     GPU_QUERY,
     ComputeApp,

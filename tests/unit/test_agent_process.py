@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-from services.agent.process import (
+from openweights.services.agent.process import (
     LineSplitter,
     OnLine,
     ProcessOutcome,
@@ -197,7 +197,7 @@ async def test_leftover_background_processes_die_with_the_job(tmp_path: Path) ->
 async def test_a_process_that_left_the_group_cannot_hold_the_job_open(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("services.agent.process._DRAIN_S", 0.1)
+    monkeypatch.setattr("openweights.services.agent.process._DRAIN_S", 0.1)
     # setsid puts the sleeper in its own group, out of our reach, still holding the pipe;
     # the job ends only once the pid file shows the escape happened.
     command = "setsid sh -c 'echo $$ > pid; exec sleep 30' & until [ -s pid ]; do sleep 0.01; done"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.agent.workspace import Workspace, Workspaces
+from openweights.services.agent.workspace import Workspace, Workspaces
 
 pytestmark = pytest.mark.anyio
 

@@ -48,7 +48,7 @@ class Child:
     def start(self, home: str) -> None:
         logfile = open(os.path.join(home, "logs", f"{self.name}.log"), "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"services.{self.name}"], env=self.env,
+            [sys.executable, "-m", f"openweights.services.{self.name}"], env=self.env,
             stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, preexec_fn=die_with_parent)
         logfile.close()

@@ -11,9 +11,9 @@ from openweights.domain import job
 from openweights.domain.commands import CancelJob, ExtendJobTimeout, RestartJob, SubmitJob
 from openweights.errors import InvalidRequest, NotFound
 from openweights.hardware import validate_allowed_hardware
+from openweights.services.api import views
+from openweights.services.api.service import ApiService, Context, Seq
 from openweights.subjects import check_token
-from services.api import views
-from services.api.service import ApiService, Context, Seq
 
 API_LEASE_S = 15 * 60
 JOB_TYPES = frozenset({"fine-tuning", "inference", "script", "api", "custom"})

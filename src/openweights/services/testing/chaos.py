@@ -23,8 +23,8 @@ from openweights.errors import OpenWeightsError
 from openweights.replay import verify
 from openweights.sdk.client import AsyncOpenWeights
 from openweights.sdk.live import wait_job
+from openweights.services.testing.processes import ProcessStack
 from openweights.subjects import Subjects
-from openweights.testing.processes import ProcessStack
 
 KINDS = ("success", "success", "metrics", "fail", "cancel")
 EXPECTED = {"success": "completed", "metrics": "completed", "fail": "failed",
@@ -209,7 +209,7 @@ def _kill_an_agent(stack: ProcessStack, rng: random.Random) -> bool:
             env = (proc / "environ").read_bytes()
         except OSError:
             continue
-        if b"services.agent" in cmd and str(stack.home).encode() in env:
+        if b"openweights.services.agent" in cmd and str(stack.home).encode() in env:
             pids.append(int(proc.name))
     if not pids:
         return False

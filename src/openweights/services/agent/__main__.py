@@ -1,4 +1,4 @@
-"""Composition root of the agent: ``python -m services.agent``.
+"""Composition root of the agent: ``python -m openweights.services.agent``.
 
 ``OW_WORKER_ID`` (else ``unmanaged-<host>-<pid>``), ``OW_DOCKER_IMAGE`` (the image whose
 jobs it takes; default ``dev``), ``OW_MANAGED`` (started by a provisioner),
@@ -16,10 +16,10 @@ import anyio
 
 from openweights.config import Settings
 from openweights.logs import configure_logging
+from openweights.services.agent.agent import Agent
+from openweights.services.agent.gpu import HardwareInfo, detect_hardware
+from openweights.services.agent.process import watch_children_with_pidfd
 from openweights.stack import resolve
-from services.agent.agent import Agent
-from services.agent.gpu import HardwareInfo, detect_hardware
-from services.agent.process import watch_children_with_pidfd
 
 
 async def main() -> None:

@@ -34,8 +34,8 @@ from openweights.domain.matching import cached_model, pick_worker, priority
 from openweights.domain.worker import WorkerState
 from openweights.errors import ConcurrencyConflict, OpenWeightsError
 from openweights.events import Actor, Event, JobCanceled, JobCompleted, JobTimeoutExtended
+from openweights.services.lifecycle import decide_and_append, declare_lost
 from openweights.subjects import Subjects
-from services.lifecycle import decide_and_append, declare_lost
 
 log = structlog.get_logger("scheduler")
 ME = Actor("scheduler")

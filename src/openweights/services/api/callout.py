@@ -26,7 +26,7 @@ from openweights.adapters.postgres.db import query
 from openweights.domain.token import TokenState
 from openweights.errors import AuthenticationError
 from openweights.events import Event, TokenCreated
-from services.api.service import ApiService
+from openweights.services.api.service import ApiService
 
 log = structlog.get_logger("callout")
 

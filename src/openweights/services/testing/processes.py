@@ -1,6 +1,6 @@
 """The whole stack as separate processes that a test or bench can kill and restart.
 
-The same children `ow up` runs (``python -m services.<name>``), plus the embedded
+The same children `ow up` runs (``python -m openweights.services.<name>``), plus the embedded
 nats-server and Postgres, which restart on their own data (and nats on its own port),
 so clients and services reconnect to the same addresses.
 """
@@ -16,7 +16,7 @@ import anyio
 from openweights.adapters.embedded import EmbeddedNats, EmbeddedPostgres
 from openweights.bootstrap import ensure_database, prepare
 from openweights.config import Settings, settings_env
-from openweights.testing.stack import ALL_SERVICES
+from openweights.services.testing.stack import ALL_SERVICES
 
 DATABASE = "openweights"
 

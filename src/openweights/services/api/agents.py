@@ -21,9 +21,9 @@ from openweights.domain.commands import (
 from openweights.domain.job import JobState
 from openweights.errors import Conflict, Fenced, InvalidRequest, NotFound
 from openweights.events import Actor, Event, RunFileUploaded
+from openweights.services.api.auth import check_worker
+from openweights.services.api.service import ApiService, Context, Seq
 from openweights.subjects import check_token
-from services.api.auth import check_worker
-from services.api.service import ApiService, Context, Seq
 
 
 def install(api: ApiService) -> None:

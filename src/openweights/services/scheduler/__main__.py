@@ -1,10 +1,10 @@
-"""Composition root of the scheduler: ``python -m services.scheduler``."""
+"""Composition root of the scheduler: ``python -m openweights.services.scheduler``."""
 
 from __future__ import annotations
 
 from openweights.config import Settings
-from services.runtime import nats_connection, run_service
-from services.scheduler.scheduler import Scheduler
+from openweights.services.runtime import nats_connection, run_service
+from openweights.services.scheduler.scheduler import Scheduler
 
 
 async def main(settings: Settings) -> None:

@@ -1,10 +1,10 @@
-"""Composition root of the projector: ``python -m services.projector``."""
+"""Composition root of the projector: ``python -m openweights.services.projector``."""
 
 from __future__ import annotations
 
 from openweights.config import Settings
-from services.projector.projector import Projector
-from services.runtime import nats_connection, run_service
+from openweights.services.projector.projector import Projector
+from openweights.services.runtime import nats_connection, run_service
 
 
 async def main(settings: Settings) -> None:

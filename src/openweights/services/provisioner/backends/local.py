@@ -19,7 +19,7 @@ import anyio
 from openweights.adapters.embedded import die_with_parent
 from openweights.config import Settings, settings_env
 from openweights.hardware import vram_gb
-from services.provisioner.port import MachineSpec, MachineStartFailed
+from openweights.services.provisioner.port import MachineSpec, MachineStartFailed
 
 
 class LocalBackend:
@@ -54,7 +54,8 @@ class LocalBackend:
 
         def spawn() -> subprocess.Popen[bytes]:
             with open(log_path, "ab") as out:
-                return subprocess.Popen([sys.executable, "-m", "services.agent"], env=env,
+                return subprocess.Popen([sys.executable, "-m", "openweights.services.agent"],
+                                        env=env,
                                         stdout=out, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, start_new_session=True,
                                         preexec_fn=die_with_parent)

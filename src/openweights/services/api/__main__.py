@@ -1,10 +1,10 @@
-"""Composition root of the api service: ``python -m services.api``."""
+"""Composition root of the api service: ``python -m openweights.services.api``."""
 
 from __future__ import annotations
 
 from openweights.config import Settings
-from services.api.service import ApiService
-from services.runtime import nats_connection, run_service
+from openweights.services.api.service import ApiService
+from openweights.services.runtime import nats_connection, run_service
 
 
 async def main(settings: Settings) -> None:

@@ -21,11 +21,11 @@ from openweights.config import Settings
 
 
 def _factories() -> dict[str, Callable[[Settings, Any, Any], Any]]:
-    from services.api.service import ApiService
-    from services.projector.projector import Projector
-    from services.provisioner.backends.local import LocalBackend
-    from services.provisioner.provisioner import Provisioner
-    from services.scheduler.scheduler import Scheduler
+    from openweights.services.api.service import ApiService
+    from openweights.services.projector.projector import Projector
+    from openweights.services.provisioner.backends.local import LocalBackend
+    from openweights.services.provisioner.provisioner import Provisioner
+    from openweights.services.scheduler.scheduler import Scheduler
 
     def provisioner(settings: Settings, nc: Any, js: Any) -> Provisioner:
         return Provisioner(settings, nc, js, LocalBackend(settings, stop_grace_s=10))
@@ -46,7 +46,7 @@ def services_thread(settings: Settings, names: tuple[str, ...] = ("projector", "
     stop: list[Callable[[], None]] = []
 
     async def main() -> None:
-        from services.runtime import nats_connection
+        from openweights.services.runtime import nats_connection
 
         await prepare(settings)
         async with nats_connection(settings, "test-services") as (nc, js):

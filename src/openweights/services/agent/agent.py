@@ -35,8 +35,7 @@ from openweights.config import Settings
 from openweights.errors import Conflict, InvalidRequest, NotFound, OpenWeightsError
 from openweights.events import WorkerLost, WorkerShutdownRequested, WorkerTTLExtended, decode
 from openweights.sdk.client import AsyncOpenWeights
-from openweights.subjects import check_token
-from services.agent.gpu import (
+from openweights.services.agent.gpu import (
     ForeignGpuHolder,
     GpuReclaimError,
     HardwareInfo,
@@ -44,8 +43,14 @@ from services.agent.gpu import (
     read_gpus,
     reclaim_gpu,
 )
-from services.agent.process import WarmShell, build_job_env, collect_uploads, run_job_process
-from services.agent.workspace import Workspace, Workspaces
+from openweights.services.agent.process import (
+    WarmShell,
+    build_job_env,
+    collect_uploads,
+    run_job_process,
+)
+from openweights.services.agent.workspace import Workspace, Workspaces
+from openweights.subjects import check_token
 
 log = structlog.get_logger("agent")
 

@@ -34,10 +34,10 @@ from openweights.api import protocol
 from openweights.config import Settings
 from openweights.errors import InvalidRequest, OpenWeightsError, PayloadTooLarge, Unavailable
 from openweights.events import Actor
+from openweights.services.api import auth
+from openweights.services.api.auth import Principal
+from openweights.services.api.commands import Executor
 from openweights.subjects import Subjects
-from services.api import auth
-from services.api.auth import Principal
-from services.api.commands import Executor
 
 log = structlog.get_logger("api")
 
@@ -83,7 +83,7 @@ class ApiService:
         return wrap
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        from services.api import agents, files, jobs, runs, tenancy
+        from openweights.services.api import agents, files, jobs, runs, tenancy
 
         assert self.settings.database_url is not None
         self.pool = await create_pool(self.settings.database_url, min_size=2, max_size=8)
@@ -96,7 +96,7 @@ class ApiService:
                 self._tg = tg
                 callout = None
                 if self.settings.auth and self.settings.nats_auth_file is not None:
-                    from services.api import callout as callout_module
+                    from openweights.services.api import callout as callout_module
 
                     nc_auth, nc_sys = await stack.enter_async_context(
                         callout_module.callout_connections(self))

@@ -1,11 +1,11 @@
-"""Composition root of the provisioner: ``python -m services.provisioner``."""
+"""Composition root of the provisioner: ``python -m openweights.services.provisioner``."""
 
 from __future__ import annotations
 
 from openweights.config import Settings
-from services.provisioner.backends.local import LocalBackend
-from services.provisioner.provisioner import Provisioner
-from services.runtime import nats_connection, run_service
+from openweights.services.provisioner.backends.local import LocalBackend
+from openweights.services.provisioner.provisioner import Provisioner
+from openweights.services.runtime import nats_connection, run_service
 
 
 async def main(settings: Settings) -> None:

@@ -18,9 +18,9 @@ from openweights.domain.job import JobState
 from openweights.errors import Conflict, InvalidRequest, NotFound, OpenWeightsError
 from openweights.events import Event, TokenCreated
 from openweights.secretbox import SecretBox
+from openweights.services.api.auth import check_worker
+from openweights.services.api.service import ApiService, Context, Seq
 from openweights.subjects import check_token
-from services.api.auth import check_worker
-from services.api.service import ApiService, Context, Seq
 
 SECRET_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 MAX_TOKEN_LIFE_S = 100 * 365 * 24 * 3600

@@ -21,9 +21,9 @@ from openweights.domain.commands import (
 from openweights.domain.job import JobState
 from openweights.errors import Fenced, InvalidRequest, NotFound
 from openweights.events import Actor, Event, JobAssigned, RunEventLogged
+from openweights.services.api import views
+from openweights.services.api.service import ApiService, Context, Seq
 from openweights.subjects import check_token
-from services.api import views
-from services.api.service import ApiService, Context, Seq
 
 MAX_EVENTS_PER_LOG = 10_000
 

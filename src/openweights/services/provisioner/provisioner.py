@@ -39,9 +39,9 @@ from openweights.domain.worker import WorkerState
 from openweights.errors import OpenWeightsError
 from openweights.events import Actor, Event
 from openweights.secretbox import SecretBox
+from openweights.services.lifecycle import decide_and_append, declare_lost
+from openweights.services.provisioner.port import MachineBackend, MachineSpec, MachineStartFailed
 from openweights.subjects import Subjects
-from services.lifecycle import decide_and_append, declare_lost
-from services.provisioner.port import MachineBackend, MachineSpec, MachineStartFailed
 
 log = structlog.get_logger("provisioner")
 ME = Actor("provisioner")

@@ -28,9 +28,9 @@ from openweights.domain import file as file_domain
 from openweights.domain.commands import CreateFile
 from openweights.domain.file import FileState
 from openweights.errors import InvalidRequest, NotFound, Unavailable
+from openweights.services.api import views
+from openweights.services.api.service import ApiService, Context, Raw, Seq
 from openweights.subjects import check_token
-from services.api import views
-from services.api.service import ApiService, Context, Raw, Seq
 
 MAX_OPEN_UPLOADS = 64  # per api instance
 MAX_OPEN_UPLOADS_PER_ORG = 32  # so that one organization cannot take every slot
@@ -168,7 +168,7 @@ def install(api: ApiService) -> None:
 
     def _worker_may_read(ctx: Context, file_id: str) -> None:
         """A worker reads only the files of jobs it is running (their mounts, inputs)."""
-        from services.api.jobs import referenced_file_ids
+        from openweights.services.api.jobs import referenced_file_ids
 
         if ctx.principal.role != "worker":
             return
