@@ -68,6 +68,7 @@ from openweights.events import (
     ALL_EVENTS,
     Actor,
     Event,
+    JobSpec,
     RunEventLogged,
     RunFileUploaded,
     decode,
@@ -116,15 +117,15 @@ class World:
     # -- jobs ------------------------------------------------------------------------
     def submit(self, a: int, b: int) -> None:
         i = a % len(JOBS)
-        self.decide("job", JOBS[i], SubmitJob(
-            job_id=JOBS[i], org=ORGS[i % 2], type="fine-tuning", model=MODELS[i],
+        self.decide("job", JOBS[i], SubmitJob(job_id=JOBS[i], org=ORGS[i % 2], spec=JobSpec(
+            type="fine-tuning", model=MODELS[i],
             params={"lr": 1e-4, "epochs": b % 3, "name": f"run {i}"},
             script=("python train.py", "python train.py --v2")[b & 1],
             docker_image=("img:v1", "img:v2")[(b >> 1) & 1],
             requires_vram_gb=(None, 24, 80)[(b >> 2) % 3],
             allowed_hardware=(None, ["1x H100S"], ["1x H200", "2x A100"])[(b >> 4) % 3],
             timeout=None if b % 5 else self.now + timedelta(hours=1),
-        ), Actor("client", "tok-0"))
+        )), Actor("client", "tok-0"))
 
     def _job(self, a: int, *statuses: str) -> str:
         """A job in one of ``statuses`` if there is one (most commands then apply)."""

@@ -9,7 +9,7 @@ from typing import Any, get_args
 import msgspec
 import pytest
 
-from openweights.domain import job
+from openweights.domain import aggregates, job
 from openweights.domain.commands import (
     AssignJob,
     CancelJob,
@@ -35,6 +35,7 @@ from openweights.events import (
     JobRequeued,
     JobRequirementsChanged,
     JobReset,
+    JobSpec,
     JobSubmitted,
     JobTimeoutExtended,
     RunLogStored,
@@ -53,13 +54,19 @@ SPEC: dict[str, Any] = {
 }
 
 
+def nested(fields: dict[str, Any]) -> dict[str, Any]:
+    """``SPEC``-like flat fields as a command's or event's ``job_id, org, spec``."""
+    rest = {k: v for k, v in fields.items() if k not in ("job_id", "org")}
+    return {"job_id": fields["job_id"], "org": fields["org"], "spec": JobSpec(**rest)}
+
+
 def agent(worker_id: str) -> Actor:
     return Actor("agent", worker_id)
 
 
 # -- histories -------------------------------------------------------------------------
 def submitted(**changes: Any) -> JobSubmitted:
-    return JobSubmitted(at=T0, by=CLIENT, **{**SPEC, **changes})
+    return JobSubmitted(at=T0, by=CLIENT, **nested({**SPEC, **changes}))
 
 
 def assigned(run: str = "r1", worker: str = W1) -> JobAssigned:
@@ -99,7 +106,7 @@ HISTORY: dict[str | None, list[Event]] = {
 
 
 def given(*events: Event) -> JobState | None:
-    return job.fold(list(events))
+    return aggregates.JOB.fold(list(events))
 
 
 def when(state: JobState | None, cmd: JobCommand, by: Actor = CLIENT) -> list[Event]:
@@ -107,7 +114,7 @@ def when(state: JobState | None, cmd: JobCommand, by: Actor = CLIENT) -> list[Ev
 
 
 def submit(**changes: Any) -> SubmitJob:
-    return SubmitJob(**{**SPEC, **changes})
+    return SubmitJob(**nested({**SPEC, **changes}))
 
 
 def status(state: JobState | None) -> str | None:
@@ -135,11 +142,11 @@ PLACEMENT = {k: SPEC[k] for k in ("script", "docker_image", "requires_vram_gb",
                                   "allowed_hardware")}
 
 CASES = [
-    Case([], submit(), CLIENT, JobSubmitted(**meta(), **SPEC), "pending"),
+    Case([], submit(), CLIENT, JobSubmitted(**meta(), **nested(SPEC)), "pending"),
     Case(HISTORY["failed"], submit(requires_vram_gb=80), CLIENT,
-         JobReset(**meta(), **{**SPEC, "requires_vram_gb": 80}), "pending"),
-    Case(HISTORY["canceled"], submit(), CLIENT, JobReset(**meta(), **SPEC), "pending"),
-    Case(HISTORY["completed"], RestartJob(), CLIENT, JobReset(**meta(), **SPEC), "pending"),
+         JobReset(**meta(), **nested({**SPEC, "requires_vram_gb": 80})), "pending"),
+    Case(HISTORY["canceled"], submit(), CLIENT, JobReset(**meta(), **nested(SPEC)), "pending"),
+    Case(HISTORY["completed"], RestartJob(), CLIENT, JobReset(**meta(), **nested(SPEC)), "pending"),
     Case(HISTORY["pending"], submit(docker_image="img:v2"), CLIENT,
          JobRequirementsChanged(**meta(), job_id=JOB, **{**PLACEMENT, "docker_image": "img:v2"}),
          "pending"),
@@ -334,7 +341,8 @@ def test_resubmitting_with_other_placement_changes_only_those(
     events = when(state, submit(**change))
     assert events == [JobRequirementsChanged(**meta(), job_id=JOB, **{**PLACEMENT, **change})]
     after = job.evolve(state, events[0])
-    assert after == msgspec.structs.replace(state, updated_at=NOW, **change)
+    assert after == msgspec.structs.replace(
+        state, updated_at=NOW, spec=msgspec.structs.replace(state.spec, **change))
 
 
 @pytest.mark.parametrize("state_name", ["failed", "canceled"])
@@ -345,9 +353,9 @@ def test_resubmitting_a_failed_or_canceled_job_resets_it_with_the_new_spec(
     assert state is not None
     new = {"params": {"epochs": 4}, "docker_image": "img:v2", "timeout": LATER}
     events = when(state, submit(**new))
-    assert events == [JobReset(**meta(), **{**SPEC, **new})]
+    assert events == [JobReset(**meta(), **nested({**SPEC, **new}))]
     after = job.evolve(state, events[0])
-    assert (after.status, after.worker_id, after.params, after.timeout) == (
+    assert (after.status, after.worker_id, after.spec.params, after.spec.timeout) == (
         "pending", None, {"epochs": 4}, LATER)
     assert after.runs == state.runs  # the history of runs stays
     assert after.open_run is None
@@ -360,7 +368,7 @@ def test_restart_resets_the_job_with_its_current_spec(state_name: str) -> None:
                                      **{**PLACEMENT, "requires_vram_gb": 80})
     state = given(submitted(), changed, *HISTORY[state_name][1:])
     assert when(state, RestartJob()) == [
-        JobReset(**meta(), **{**SPEC, "requires_vram_gb": 80})]
+        JobReset(**meta(), **nested({**SPEC, "requires_vram_gb": 80}))]
 
 
 # -- cancel, requeue, runs -------------------------------------------------------------
@@ -400,7 +408,7 @@ def test_requeue_ends_the_run_and_frees_the_job(run_status: Any) -> None:
 
 def test_runs_are_numbered_by_attempt() -> None:
     state = given(submitted(), assigned("r1", W1), requeued("r1", W1), assigned("r2", W2),
-                  failed("r2", W2), JobReset(at=T0, by=CLIENT, **SPEC), assigned("r3", W1))
+                  failed("r2", W2), JobReset(at=T0, by=CLIENT, **nested(SPEC)), assigned("r3", W1))
     assert state is not None
     assert [(r.id, r.attempt, r.worker_id, r.status) for r in state.runs] == [
         ("r1", 1, W1, "failed"), ("r2", 2, W2, "failed"), ("r3", 3, W1, "in_progress")]

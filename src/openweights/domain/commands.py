@@ -7,10 +7,11 @@ are also the payloads the api service receives, so they are msgspec Structs.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
+from openweights.events.job import JobSpec
 from openweights.events.org import TokenRole
 
 
@@ -22,14 +23,7 @@ class Command(msgspec.Struct, frozen=True, kw_only=True):
 class SubmitJob(Command, frozen=True):
     job_id: str
     org: str
-    type: str
-    model: str | None
-    params: dict[str, Any]
-    script: str
-    docker_image: str
-    requires_vram_gb: int | None
-    allowed_hardware: list[str] | None
-    timeout: datetime | None = None
+    spec: JobSpec
 
 
 class RestartJob(Command, frozen=True):

@@ -44,11 +44,13 @@ from openweights.events import (
     JobRequeued,
     JobRequirementsChanged,
     JobReset,
+    JobSpec,
     JobSubmitted,
     JobTimeoutExtended,
     RunLogStored,
     RunStarted,
 )
+from openweights.events.job import PLACEMENT
 
 JobStatus = Literal["pending", "in_progress", "completed", "failed", "canceled"]
 RunStatus = Literal["in_progress", "completed", "failed", "canceled"]
@@ -95,17 +97,10 @@ class RunState(msgspec.Struct, frozen=True, gc=False):
 class JobState(msgspec.Struct, frozen=True, gc=False):
     id: str
     org: str
-    type: str
-    model: str | None
-    params: dict[str, Any]
-    script: str
-    docker_image: str
-    requires_vram_gb: int | None
-    allowed_hardware: list[str] | None
+    spec: JobSpec  # as submitted, with the placement and deadline changed since
     status: JobStatus
     created_at: datetime
     updated_at: datetime
-    timeout: datetime | None = None
     worker_id: str | None = None
     runs: tuple[RunState, ...] = ()
 
@@ -155,7 +150,7 @@ def decide(state: JobState | None, cmd: JobCommand, now: datetime, by: Actor) ->
             if state is None:
                 raise IllegalTransition("job", "absent", name)
             _check(state, JobReset, name)
-            return [JobReset(**meta, **_spec_of(state))]
+            return [JobReset(**meta, job_id=state.id, org=state.org, spec=state.spec)]
     if state is None:
         raise IllegalTransition("job", "absent", name)
     match cmd:
@@ -187,41 +182,28 @@ def decide(state: JobState | None, cmd: JobCommand, now: datetime, by: Actor) ->
         case CancelJob():
             return _decide_cancel(state, cmd, meta)
         case StoreRunLog(run_id=run_id, worker_id=worker_id, log_file=log_file):
-            run = state.run(run_id)
-            if run is None or run.worker_id != worker_id:
+            ended = state.run(run_id)
+            if ended is None or ended.worker_id != worker_id:
                 raise Fenced(f"run {run_id!r} of job {state.id} is not held by {worker_id!r}")
             return [RunLogStored(**meta, job_id=state.id, run_id=run_id, worker_id=worker_id,
                                  log_file=log_file)]
         case ExtendJobTimeout(timeout=timeout):
             _check(state, JobTimeoutExtended, name)
-            if timeout == state.timeout:
+            if timeout == state.spec.timeout:
                 return []
             return [JobTimeoutExtended(**meta, job_id=state.id, timeout=timeout)]
     raise TypeError(f"not a job command: {cmd!r}")
 
 
-_PLACEMENT = ("script", "docker_image", "requires_vram_gb", "allowed_hardware")
-
-
-def _spec_of(s: JobState | SubmitJob) -> dict[str, Any]:
-    job_id = s.id if isinstance(s, JobState) else s.job_id
-    return {
-        "job_id": job_id, "org": s.org, "type": s.type, "model": s.model, "params": s.params,
-        "script": s.script, "docker_image": s.docker_image,
-        "requires_vram_gb": s.requires_vram_gb, "allowed_hardware": s.allowed_hardware,
-        "timeout": s.timeout,
-    }
-
-
 def _decide_submit(state: JobState | None, cmd: SubmitJob, meta: dict[str, Any]) -> list[Event]:
     if state is None:
-        return [JobSubmitted(**meta, **_spec_of(cmd))]
+        return [JobSubmitted(**meta, job_id=cmd.job_id, org=cmd.org, spec=cmd.spec)]
     if state.status in ("failed", "canceled"):
-        return [JobReset(**meta, **_spec_of(cmd))]
-    if all(getattr(state, f) == getattr(cmd, f) for f in _PLACEMENT):
+        return [JobReset(**meta, job_id=cmd.job_id, org=cmd.org, spec=cmd.spec)]
+    if all(getattr(state.spec, f) == getattr(cmd.spec, f) for f in PLACEMENT):
         return []  # the same job again: it runs once
     return [JobRequirementsChanged(**meta, job_id=state.id,
-                                   **{f: getattr(cmd, f) for f in _PLACEMENT})]
+                                   **{f: getattr(cmd.spec, f) for f in PLACEMENT})]
 
 
 def _decide_cancel(state: JobState, cmd: CancelJob, meta: dict[str, Any]) -> list[Event]:
@@ -244,13 +226,8 @@ def evolve(state: JobState | None, event: Event) -> JobState:
     if after is None:
         raise IllegalTransition("job", str(_status(state) or "absent"), event.tag)
     if isinstance(event, JobSubmitted):
-        return JobState(
-            id=event.job_id, org=event.org, type=event.type, model=event.model,
-            params=event.params, script=event.script, docker_image=event.docker_image,
-            requires_vram_gb=event.requires_vram_gb, allowed_hardware=event.allowed_hardware,
-            status="pending", created_at=event.at, updated_at=event.at,
-            timeout=event.timeout,
-        )
+        return JobState(id=event.job_id, org=event.org, spec=event.spec, status="pending",
+                        created_at=event.at, updated_at=event.at)
     assert state is not None
     status = state.status if after == "*" else after
     return _apply(state, event, status)  # type: ignore[arg-type]
@@ -266,15 +243,12 @@ def _apply(state: JobState, event: Event, status: JobStatus) -> JobState:
     r = msgspec.structs.replace
     match event:
         case JobReset():
-            return r(state, type=event.type, model=event.model, params=event.params,
-                     script=event.script, docker_image=event.docker_image,
-                     requires_vram_gb=event.requires_vram_gb,
-                     allowed_hardware=event.allowed_hardware, timeout=event.timeout,
-                     status=status, worker_id=None, updated_at=at)
+            return r(state, spec=event.spec, status=status, worker_id=None, updated_at=at)
         case JobRequirementsChanged():
-            return r(state, script=event.script, docker_image=event.docker_image,
+            spec = r(state.spec, script=event.script, docker_image=event.docker_image,
                      requires_vram_gb=event.requires_vram_gb,
-                     allowed_hardware=event.allowed_hardware, updated_at=at)
+                     allowed_hardware=event.allowed_hardware)
+            return r(state, spec=spec, updated_at=at)
         case JobAssigned():
             run = RunState(id=event.run_id, job_id=state.id, attempt=len(state.runs) + 1,
                            worker_id=event.worker_id,
@@ -300,11 +274,5 @@ def _apply(state: JobState, event: Event, status: JobStatus) -> JobState:
             return r(state, runs=_with_run(state, event.run_id, log_file=event.log_file,
                                            updated_at=at))
         case JobTimeoutExtended():
-            return r(state, timeout=event.timeout, updated_at=at)
+            return r(state, spec=r(state.spec, timeout=event.timeout), updated_at=at)
     raise TypeError(f"not a job event: {event!r}")
-
-
-def fold(events: list[Event], state: JobState | None = None) -> JobState | None:
-    for event in events:
-        state = evolve(state, event)
-    return state

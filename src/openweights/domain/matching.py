@@ -15,14 +15,14 @@ from openweights.domain.worker import WorkerState
 
 
 def vram_need(job: JobState) -> int:
-    return job.requires_vram_gb or 0
+    return job.spec.requires_vram_gb or 0
 
 
 def matches(job: JobState, worker: WorkerState) -> bool:
-    if worker.org != job.org or worker.docker_image != job.docker_image:
+    if worker.org != job.org or worker.docker_image != job.spec.docker_image:
         return False
-    if job.allowed_hardware:
-        return worker.hardware_type in job.allowed_hardware
+    if job.spec.allowed_hardware:
+        return worker.hardware_type in job.spec.allowed_hardware
     return vram_need(job) <= worker.vram_gb
 
 
@@ -43,5 +43,5 @@ def pick_worker(job: JobState, idle: list[WorkerState],
     candidates = [w for w in idle if matches(job, w)]
     if not candidates:
         return None
-    model = cached_model(job.model)
+    model = cached_model(job.spec.model)
     return min(candidates, key=lambda w: (model not in cached.get(w.id, set()), w.vram_gb, w.id))

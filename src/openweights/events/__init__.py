@@ -10,6 +10,7 @@ from openweights.events.job import (
     JobRequeued,
     JobRequirementsChanged,
     JobReset,
+    JobSpec,
     JobSubmitted,
     JobTimeoutExtended,
     RunLogStored,
@@ -38,7 +39,7 @@ from openweights.events.worker import (
 
 __all__ = [
     "ALL_EVENTS", "Actor", "AnyEvent", "Event", "FileCreated", "JobAssigned", "JobCanceled",
-    "JobCompleted", "JobFailed", "JobRequeued", "JobRequirementsChanged", "JobReset",
+    "JobCompleted", "JobFailed", "JobRequeued", "JobRequirementsChanged", "JobReset", "JobSpec",
     "JobSubmitted", "JobTimeoutExtended", "OrganizationCreated", "RunEventLogged",
     "RunFileUploaded", "RunLogStored", "RunStarted", "SecretRemoved", "SecretSet",
     "TokenCreated", "TokenRevoked", "WorkerLost", "WorkerMachineFailed",

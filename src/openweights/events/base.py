@@ -38,8 +38,14 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", gc=Fal
         return type(self).__struct_config__.tag  # type: ignore[return-value]
 
     def changes(self) -> dict[str, Any]:
-        """The fields this event sets, for audit output (everything but metadata)."""
-        out = msgspec.structs.asdict(self)
-        out.pop("at", None)
-        out.pop("by", None)
+        """The fields this event sets, for audit output (everything but metadata; the
+        fields of a nested struct, such as a job's spec, as its own)."""
+        out: dict[str, Any] = {}
+        for name, value in msgspec.structs.asdict(self).items():
+            if name in ("at", "by"):
+                continue
+            if isinstance(value, msgspec.Struct):
+                out.update(msgspec.structs.asdict(value))
+            else:
+                out[name] = value
         return out

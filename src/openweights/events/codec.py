@@ -21,8 +21,8 @@ from openweights.events.worker import WORKER_EVENTS
 
 ALL_EVENTS: tuple[type[Event], ...] = JOB_EVENTS + RUN_EVENTS + WORKER_EVENTS + ORG_EVENTS
 AnyEvent = Union[ALL_EVENTS]  # type: ignore[valid-type]  # noqa: UP007
-CURRENT_TAGS = frozenset(cls.__struct_config__.tag for cls in ALL_EVENTS)  # type: ignore[misc]
-BY_TAG: dict[str, type[Event]] = {cls.__struct_config__.tag: cls for cls in ALL_EVENTS}  # type: ignore[misc]
+BY_TAG: dict[str, type[Event]] = {str(cls.__struct_config__.tag): cls for cls in ALL_EVENTS}
+CURRENT_TAGS: frozenset[str] = frozenset(BY_TAG)
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[list[Any]] = msgspec.json.Decoder(list[AnyEvent])
@@ -51,9 +51,9 @@ def decode_one(data: bytes | dict[str, Any]) -> Event:
     try:
         if isinstance(data, dict):
             raw = upcast(data, CURRENT_TAGS)
-            return msgspec.convert(raw, AnyEvent)  # type: ignore[no-any-return]
+            return msgspec.convert(raw, AnyEvent)
         try:
-            return _one_decoder.decode(data)  # type: ignore[no-any-return]
+            return _one_decoder.decode(data)
         except msgspec.ValidationError:
             return decode_one(msgspec.json.decode(data))
     except UndecodableEvent:

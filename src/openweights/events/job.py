@@ -10,14 +10,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+import msgspec
+
 from openweights.events.base import Event
 
 RunEndStatus = Literal["completed", "failed", "canceled"]
 
 
-class JobSubmitted(Event, frozen=True, tag="job.submitted/1"):
-    job_id: str
-    org: str
+class JobSpec(msgspec.Struct, frozen=True, gc=False):
+    """What a job is and how it runs: written once, shared by the command that submits
+    it, the events that record it and the job's state.
+
+    ``type``, ``model`` and ``params`` are what the job *is* (they make its id); the
+    placement fields (``script``, ``docker_image``, ``requires_vram_gb``,
+    ``allowed_hardware``) may change in place when it is submitted again; ``timeout``
+    is its deadline (a lease renews it)."""
+
     type: str
     model: str | None
     params: dict[str, Any]
@@ -28,19 +36,21 @@ class JobSubmitted(Event, frozen=True, tag="job.submitted/1"):
     timeout: datetime | None = None
 
 
-class JobReset(Event, frozen=True, tag="job.reset/1"):
+PLACEMENT = ("script", "docker_image", "requires_vram_gb", "allowed_hardware")
+
+
+class JobSubmitted(Event, frozen=True, tag="job.submitted/2"):
+    job_id: str
+    org: str
+    spec: JobSpec
+
+
+class JobReset(Event, frozen=True, tag="job.reset/2"):
     """A failed or canceled job submitted (or restarted) again: back to pending, outputs cleared."""
 
     job_id: str
     org: str
-    type: str
-    model: str | None
-    params: dict[str, Any]
-    script: str
-    docker_image: str
-    requires_vram_gb: int | None
-    allowed_hardware: list[str] | None
-    timeout: datetime | None = None
+    spec: JobSpec
 
 
 class JobRequirementsChanged(Event, frozen=True, tag="job.requirements_changed/1"):

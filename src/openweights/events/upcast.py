@@ -37,3 +37,25 @@ def upcast(raw: dict[str, Any], current_tags: frozenset[str]) -> dict[str, Any]:
         seen.add(tag)  # type: ignore[arg-type]
         raw = fn(dict(raw))
     return raw
+
+
+# -- the upcasters, oldest first ---------------------------------------------------------
+# Version 1 of these two carried the job's spec field by field at the top level; version
+# 2 nests them as ``spec`` (one ``JobSpec`` shared by command, events and state).
+_SPEC_V1 = ("type", "model", "params", "script", "docker_image", "requires_vram_gb",
+            "allowed_hardware", "timeout")
+
+
+def _nest_spec(raw: dict[str, Any], tag: str) -> dict[str, Any]:
+    spec = {name: raw.pop(name) for name in _SPEC_V1 if name in raw}
+    return {**raw, "event": tag, "spec": spec}
+
+
+@register_upcaster("job.submitted/1")
+def _submitted_v1(raw: dict[str, Any]) -> dict[str, Any]:
+    return _nest_spec(raw, "job.submitted/2")
+
+
+@register_upcaster("job.reset/1")
+def _reset_v1(raw: dict[str, Any]) -> dict[str, Any]:
+    return _nest_spec(raw, "job.reset/2")

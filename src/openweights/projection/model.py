@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openweights.domain import file, job, org, secret, token, worker
+from openweights.domain.aggregates import AGGREGATES, SECRET, aggregate_of
 from openweights.domain.file import FileState
 from openweights.domain.job import JobState
 from openweights.domain.matching import cached_model
@@ -32,20 +33,18 @@ from openweights.events import (
     TokenCreated,
     TokenRevoked,
 )
-from openweights.events.codec import ALL_EVENTS
-from openweights.events.job import JOB_EVENTS
-from openweights.events.org import ORG_EVENTS
-from openweights.events.worker import WORKER_EVENTS
 from openweights.projection import rows
 from openweights.projection.rows import TABLES, Row
 
 _RUN, _JOB, _WORKER, _TENANCY = "run", "job", "worker", "tenancy"
+# How each event is folded here, by its aggregate; every other kind is tenancy's.
 _KIND: dict[type, str] = {
-    **{cls: _JOB for cls in JOB_EVENTS}, **{cls: _WORKER for cls in WORKER_EVENTS},
-    **{cls: _TENANCY for cls in ORG_EVENTS},
-    RunEventLogged: _RUN, RunFileUploaded: _RUN,
-}
-assert set(_KIND) == set(ALL_EVENTS), "every event needs a projection"
+    cls: {"run": _RUN, "job": _JOB, "worker": _WORKER}.get(agg.kind, _TENANCY)
+    for agg in AGGREGATES.values() for cls in agg.events}
+# The table of each aggregate's rows.
+_TABLE = {"org": "organizations", "token": "api_tokens", "secret": "organization_secrets",
+          "file": "files", "job": "jobs", "run": "jobs", "worker": "workers"}
+assert set(_TABLE) == set(AGGREGATES), "every aggregate needs a table"
 
 
 @dataclass
@@ -67,23 +66,13 @@ class ReadModel:
     # -- what a batch touches (the live projector loads these first) -------------------
     @staticmethod
     def keys_of(events: Iterable[Event]) -> dict[str, set[Any]]:
-        keys: dict[str, set[Any]] = {"jobs": set(), "workers": set(), "files": set(),
-                                     "api_tokens": set(), "organizations": set(),
-                                     "organization_secrets": set()}
+        keys: dict[str, set[Any]] = {table: set() for table in _TABLE.values()}
         for e in events:
-            if isinstance(e, (*JOB_EVENTS, RunEventLogged, RunFileUploaded)):
-                keys["jobs"].add(e.job_id)  # type: ignore[attr-defined]
-            if isinstance(e, (*WORKER_EVENTS, JobCompleted)):
-                keys["workers"].add(e.worker_id)  # type: ignore[attr-defined]
-            match e:
-                case FileCreated():
-                    keys["files"].add(e.file_id)
-                case TokenCreated() | TokenRevoked():
-                    keys["api_tokens"].add(e.token_id)
-                case OrganizationCreated():
-                    keys["organizations"].add(e.org)
-                case SecretSet() | SecretRemoved():
-                    keys["organization_secrets"].add((e.org, e.name))
+            agg = aggregate_of(e)
+            key = (e.org, e.name) if agg is SECRET else agg.id_of(e)  # type: ignore[attr-defined]
+            keys[_TABLE[agg.kind]].add(key)
+            if type(e) is JobCompleted:  # the worker's cached models change
+                keys["workers"].add(e.worker_id)
         return keys
 
     # -- the fold ----------------------------------------------------------------------
@@ -111,7 +100,7 @@ class ReadModel:
         cls = type(e)
         if cls is JobCompleted:
             worker_id = e.worker_id  # type: ignore[attr-defined]
-            name = cached_model(state.model)
+            name = cached_model(state.spec.model)
             models = self.cached_models.setdefault(worker_id, [])
             if name and name not in models and worker_id in self.workers:
                 models.append(name)
@@ -133,6 +122,7 @@ class ReadModel:
             else:
                 outputs.update(data)
         else:
+            assert isinstance(e, RunFileUploaded)
             data, file_id = {"path": e.path, "file": e.file}, e.file
             # An upload never clobbers an output the job logged itself (the original
             # let the last upload overwrite `file`).
@@ -183,7 +173,7 @@ class ReadModel:
         raise KeyError(table)
 
     def run_rows(self, job_ids: Iterable[str]) -> list[Row]:
-        out = []
+        out: list[Row] = []
         for job_id in job_ids:
             state = self.jobs[job_id]
             out.extend(rows.run_row(r, state.org) for r in state.runs)
@@ -208,9 +198,11 @@ class ReadModel:
                     yield r
 
     def _keys(self, table: str) -> Iterable[Any]:
-        return {"jobs": self.jobs, "workers": self.workers, "files": self.files,
-                "api_tokens": self.tokens, "organizations": self.orgs,
-                "organization_secrets": self.secrets}[table]
+        keyed: dict[str, Iterable[Any]] = {
+            "jobs": self.jobs, "workers": self.workers, "files": self.files,
+            "api_tokens": self.tokens, "organizations": self.orgs,
+            "organization_secrets": self.secrets}
+        return keyed[table]
 
     def take_changes(self) -> tuple[dict[str, list[Row]], dict[str, list[Any]], list[Row]]:
         """``(upserts per table incl. runs, deletes per table, new event rows)``; resets."""

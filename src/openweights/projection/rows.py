@@ -18,6 +18,7 @@ from openweights.domain.org import OrgState
 from openweights.domain.secret import SecretState
 from openweights.domain.token import TokenState
 from openweights.domain.worker import WorkerState
+from openweights.events import JobSpec
 
 Row = tuple[Any, ...]
 
@@ -71,8 +72,9 @@ def worker_row(s: WorkerState, cached_models: list[str]) -> Row:
 
 
 def job_row(s: JobState, outputs: dict[str, Any]) -> Row:
-    return (s.id, s.org, s.type, s.model, s.params, s.script, s.docker_image,
-            s.requires_vram_gb, s.allowed_hardware, s.status, s.worker_id, outputs, s.timeout,
+    p = s.spec
+    return (s.id, s.org, p.type, p.model, p.params, p.script, p.docker_image,
+            p.requires_vram_gb, p.allowed_hardware, s.status, s.worker_id, outputs, p.timeout,
             s.created_at, s.updated_at)
 
 
@@ -121,13 +123,13 @@ def run_state(row: Mapping[str, Any]) -> RunState:
 
 def job_state(row: Mapping[str, Any], runs: list[Mapping[str, Any]]) -> JobState:
     ordered = sorted(runs, key=lambda r: r["attempt"])
-    return JobState(
-        org=row["organization_id"], runs=tuple(run_state(r) for r in ordered),
-        allowed_hardware=list(row["allowed_hardware"]) if row["allowed_hardware"] is not None
-        else None,
-        **_d(row, "id", "type", "model", "params", "script", "docker_image",
-             "requires_vram_gb", "status", "worker_id", "timeout", "created_at",
-             "updated_at"))
+    hardware = row["allowed_hardware"]
+    spec = JobSpec(allowed_hardware=list(hardware) if hardware is not None else None,
+                   **_d(row, "type", "model", "params", "script", "docker_image",
+                        "requires_vram_gb", "timeout"))
+    return JobState(org=row["organization_id"], spec=spec,
+                    runs=tuple(run_state(r) for r in ordered),
+                    **_d(row, "id", "status", "worker_id", "created_at", "updated_at"))
 
 
 def as_dict(row: Row, table: str) -> dict[str, Any]:

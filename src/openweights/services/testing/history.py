@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from openweights.domain import job, worker
+from openweights.domain.aggregates import JOB
 from openweights.domain.commands import (
     AssignJob,
     CancelJob,
@@ -20,7 +21,7 @@ from openweights.domain.commands import (
     StartRun,
     SubmitJob,
 )
-from openweights.events import Actor, Event, RunEventLogged
+from openweights.events import Actor, Event, JobSpec, RunEventLogged
 from openweights.subjects import Subjects
 
 Decision = tuple[str, list[Event]]
@@ -51,16 +52,16 @@ class HistoryMaker:
 
     def _job(self, job_id: str, cmd: object, by: Actor) -> Decision:
         events = job.decide(self.jobs.get(job_id), cmd, self.tick(), by)  # type: ignore[arg-type]
-        self.jobs[job_id] = job.fold(events, self.jobs.get(job_id))  # type: ignore[assignment]
+        self.jobs[job_id] = JOB.fold(events, self.jobs.get(job_id))  # type: ignore[assignment]
         return self.s.job(self.org, job_id), events
 
     def submit(self) -> tuple[str, Decision]:
         self._n += 1
         job_id = f"customjob-{self._n:012x}"
-        cmd = SubmitJob(job_id=job_id, org=self.org, type="custom", model="org/model-1b",
-                        params={"a": self._n, "lr": 1e-4}, script="python train.py",
-                        docker_image="img", requires_vram_gb=self.rng.choice([0, 24, None]),
-                        allowed_hardware=None)
+        spec = JobSpec(type="custom", model="org/model-1b", params={"a": self._n, "lr": 1e-4},
+                       script="python train.py", docker_image="img",
+                       requires_vram_gb=self.rng.choice([0, 24, None]), allowed_hardware=None)
+        cmd = SubmitJob(job_id=job_id, org=self.org, spec=spec)
         return job_id, self._job(job_id, cmd, Actor("client", "token-1"))
 
     def lifecycle(self, job_id: str, metrics: int, per_message: int = 10,
