@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from openweights.errors import InvalidRequest
@@ -77,9 +78,9 @@ class Subjects:
     def all_events(self) -> str:
         return f"{self.ns}.*.*.*"
 
-    def state_filter(self) -> list[str]:
-        """Every aggregate's history except the high-volume run events."""
-        return [f"{self.ns}.*.{k}.*" for k in ("org", "token", "secret", "file", "job", "worker")]
+    def state_filter(self, kinds: Iterable[str]) -> list[str]:
+        """The histories of every aggregate of ``kinds``, in every organization."""
+        return [f"{self.ns}.*.{k}.*" for k in kinds]
 
     # live, logs, heartbeats, rpc
     @property

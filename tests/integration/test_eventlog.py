@@ -8,7 +8,7 @@ import anyio
 import nats
 import pytest
 
-from openweights.adapters.nats.eventlog import EventLog
+from openweights.adapters.nats.eventlog import JetStreamEventLog
 from openweights.adapters.nats.streams import ensure_streams
 from openweights.config import Settings
 from openweights.errors import ConcurrencyConflict
@@ -27,7 +27,7 @@ async def test_two_writers_racing_on_one_job_exactly_one_wins(settings: Settings
     try:
         subjects = Subjects(settings.namespace)
         await ensure_streams(nc.jetstream(), settings, subjects)
-        log = EventLog(nc, nc.jetstream(), subjects)
+        log = JetStreamEventLog(nc, nc.jetstream(), subjects)
         subject = subjects.job("default", "j1")
         results: list[object] = []
 
@@ -55,7 +55,7 @@ async def test_retried_append_with_same_msg_id_appends_nothing(settings: Setting
     try:
         subjects = Subjects(settings.namespace)
         await ensure_streams(nc.jetstream(), settings, subjects)
-        log = EventLog(nc, nc.jetstream(), subjects)
+        log = JetStreamEventLog(nc, nc.jetstream(), subjects)
         subject = subjects.job("default", "j2")
         first = await log.append(subject, [_cancel("j2", "x")], expected_last_subject_seq=None,
                                  msg_id="cmd-1")

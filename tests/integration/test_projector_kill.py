@@ -17,7 +17,7 @@ import anyio
 import nats
 import pytest
 
-from openweights.adapters.nats.eventlog import EventLog
+from openweights.adapters.nats.eventlog import JetStreamEventLog
 from openweights.adapters.postgres.db import connect
 from openweights.adapters.projected import ProjectionWatcher
 from openweights.bootstrap import prepare
@@ -57,7 +57,7 @@ async def test_sigkilled_projectors_end_equal_to_replay(settings: Settings) -> N
     conn = await connect(settings.database_url)  # type: ignore[arg-type]
     kills = 0
     try:
-        log = EventLog(nc, nc.jetstream(), subjects)
+        log = JetStreamEventLog(nc, nc.jetstream(), subjects)
         last = 0
         for i, (subject, events) in enumerate(decisions):
             last = (await log.append(subject, events, expected_last_subject_seq=None)).seq

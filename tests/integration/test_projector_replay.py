@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import anyio
 import nats
 import pytest
 
-from openweights.adapters.nats.eventlog import EventLog
+from openweights.adapters.nats.eventlog import JetStreamEventLog
 from openweights.adapters.nats.streams import ensure_streams
 from openweights.adapters.postgres.db import connect, migrate
 from openweights.adapters.projected import ProjectionWatcher
+from openweights.clock import utc_now
 from openweights.config import Settings
 from openweights.replay import verify
-from openweights.services.projector.projector import Projector
+from openweights.services.projector.bootstrap import compose
 from openweights.services.testing.history import HistoryMaker
 from openweights.subjects import Subjects
 
@@ -26,14 +29,15 @@ async def test_live_projection_equals_replay(settings: Settings) -> None:
     try:
         await ensure_streams(nc.jetstream(), settings, subjects)
         await migrate(conn)
-        log = EventLog(nc, nc.jetstream(), subjects)
+        log = JetStreamEventLog(nc, nc.jetstream(), subjects)
         last = 0
         for subject, events in HistoryMaker(subjects).mixed(jobs=40, metrics=15):
             last = (await log.append(subject, events, expected_last_subject_seq=None)).seq
         watcher = ProjectionWatcher(nc, subjects)
         await watcher.start(conn)
-        async with anyio.create_task_group() as tg:
-            await tg.start(Projector(settings, nc, nc.jetstream()).run)
+        async with contextlib.AsyncExitStack() as stack, anyio.create_task_group() as tg:
+            projector = await compose(settings, stack, nc, nc.jetstream(), utc_now)
+            await tg.start(projector.run)
             await watcher.wait_projected(last)
             tg.cancel_scope.cancel()
         result, diffs = await verify(settings)

@@ -11,7 +11,7 @@ import nats
 import pytest
 from typer.testing import CliRunner
 
-from openweights.adapters.nats.eventlog import EventLog
+from openweights.adapters.nats.eventlog import JetStreamEventLog
 from openweights.adapters.postgres.db import connect
 from openweights.adapters.projected import ProjectionWatcher
 from openweights.cli.main import app
@@ -26,7 +26,7 @@ runner = CliRunner()
 async def _append(settings: Settings, decisions: list) -> int:
     nc = await nats.connect(settings.nats_url)
     try:
-        log = EventLog(nc, nc.jetstream(), Subjects(settings.namespace))
+        log = JetStreamEventLog(nc, nc.jetstream(), Subjects(settings.namespace))
         last = 0
         for subject, events in decisions:
             last = (await log.append(subject, events, expected_last_subject_seq=None)).seq
@@ -113,7 +113,7 @@ def test_audit_job_lists_every_event_with_who_and_what(projected) -> None:
     code, out = _ow(settings, "audit", "job", job_id, "--json")
     assert code == 0, out
     rows = json.loads(out)
-    assert [r["event"] for r in rows][:3] == ["job.submitted/1", "job.assigned/1",
+    assert [r["event"] for r in rows][:3] == ["job.submitted/2", "job.assigned/1",
                                               "run.started/1"]
     assert rows[-1]["event"] == "job.completed/1"
     assert rows[0]["by"]["kind"] == "client" and rows[1]["by"]["kind"] == "scheduler"

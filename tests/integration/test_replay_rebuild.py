@@ -7,7 +7,7 @@ import nats
 import pytest
 
 from openweights import replay
-from openweights.adapters.nats.eventlog import EventLog
+from openweights.adapters.nats.eventlog import JetStreamEventLog
 from openweights.adapters.nats.streams import ensure_streams
 from openweights.adapters.postgres.db import connect, migrate, query
 from openweights.config import Settings
@@ -24,7 +24,7 @@ async def _append(settings: Settings, maker: HistoryMaker, jobs: int) -> int:
     nc = await nats.connect(settings.nats_url)
     try:
         await ensure_streams(nc.jetstream(), settings, subjects)
-        log = EventLog(nc, nc.jetstream(), subjects)
+        log = JetStreamEventLog(nc, nc.jetstream(), subjects)
         last = 0
         for subject, events in maker.mixed(jobs=jobs, metrics=30, per_message=4):
             last = (await log.append(subject, events, expected_last_subject_seq=None)).seq

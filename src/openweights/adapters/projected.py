@@ -10,6 +10,7 @@ import anyio
 import asyncpg
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from openweights.adapters.postgres.readmodels import get_checkpoint
 from openweights.subjects import Subjects
@@ -26,11 +27,11 @@ class ProjectionWatcher:
         self.nc, self.subjects = nc, subjects
         self.seq = 0
         self._changed = anyio.Event()
-        self._sub = None
+        self._sub: Subscription | None = None
 
     async def start(self, conn: asyncpg.Connection | asyncpg.Pool) -> None:
         self._sub = await self.nc.subscribe(projected_subject(self.subjects), cb=self._on_msg)
-        self._advance(await get_checkpoint(conn, CHECKPOINT))  # type: ignore[arg-type]
+        self._advance(await get_checkpoint(conn, CHECKPOINT))
 
     async def _on_msg(self, msg: Msg) -> None:
         self._advance(int(msg.data))

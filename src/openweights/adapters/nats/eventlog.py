@@ -1,4 +1,4 @@
-"""The event log on JetStream: appends with optimistic concurrency and deduplication.
+"""The event log on JetStream (the :class:`~openweights.eventlog.EventLog` port).
 
 One message holds the events of one decision (a JSON array), so a decision is atomic.
 ``Nats-Expected-Last-Subject-Sequence`` makes two writers racing on one aggregate
@@ -8,30 +8,25 @@ unable to both win; ``Nats-Msg-Id`` makes a retried command append nothing new.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from openweights.adapters.nats.reader import read_stream
 from openweights.errors import ConcurrencyConflict, Unavailable
+from openweights.eventlog import Appended, OnBatch
 from openweights.events import Event, encode
 from openweights.subjects import Subjects
 
 WRONG_LAST_SEQUENCE = 10071
 
 
-@dataclass(frozen=True)
-class Appended:
-    seq: int
-    duplicate: bool
-
-
-class EventLog:
-    """Append side of the log. Readers live in :mod:`openweights.adapters.nats.reader`."""
+class JetStreamEventLog:
+    """The events stream of one namespace. Followers and bulk readers live in
+    :mod:`openweights.adapters.nats.reader` and :mod:`openweights.adapters.nats.bulk`."""
 
     def __init__(self, nc: Client, js: JetStreamContext, subjects: Subjects,
                  timeout: float = 5.0) -> None:
@@ -45,11 +40,7 @@ class EventLog:
         expected_last_subject_seq: int | None,
         msg_id: str | None = None,
     ) -> Appended:
-        """Append one decision; ``expected_last_subject_seq=0`` means "subject is new".
-
-        Raises :class:`ConcurrencyConflict` when another writer got there first, and
-        :class:`Unavailable` when JetStream did not answer.
-        """
+        """See :meth:`openweights.eventlog.EventLog.append`."""
         headers: dict[str, str] = {}
         if expected_last_subject_seq is not None:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_subject_seq)
@@ -82,19 +73,8 @@ class EventLog:
             return 0
         return int(msg.seq or 0)
 
-
-def parse_ack_reply(reply: str) -> tuple[int, int, int]:
-    """``(stream_seq, timestamp_ns, num_pending)`` from a JetStream delivery's reply subject.
-
-    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` (the v1
-    form; v2 adds a domain and account hash in front, so count from the end).
-    """
-    parts = reply.split(".")
-    return int(parts[-4]), int(parts[-2]), int(parts[-1])
-
-
-def error_body(data: bytes) -> str:
-    try:
-        return str(json.loads(data).get("error", {}).get("description", data[:200]))
-    except ValueError:
-        return data[:200].decode(errors="replace")
+    async def read(self, on_batch: OnBatch, *, filter_subjects: list[str] | None = None,
+                   start_seq: int = 1) -> int:
+        stats = await read_stream(self.nc, self.js, self.subjects.events_stream, on_batch,
+                                  filter_subjects=filter_subjects, start_seq=start_seq)
+        return stats.last_seq

@@ -20,8 +20,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from openweights.adapters.nats.eventlog import parse_ack_reply
-from openweights.adapters.nats.reader import StoredMessage
+from openweights.adapters.nats.reader import StoredMessage, parse_ack_reply
 
 
 class Puller:

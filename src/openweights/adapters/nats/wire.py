@@ -137,17 +137,15 @@ class Parser:
                     raise ProtocolError("control line too long")
                 break
             op = buf[pos]
-            if op == 77:  # M: MSG <subject> <sid> [reply] <size>
-                args = buf[pos + 4:eol].split(b" ")
-                body = start = eol + 2
-                end = start + int(args[-1])
-                with_reply = len(args) == 4
-            elif op == 72:  # H: HMSG <subject> <sid> [reply] <header size> <size>
-                args = buf[pos + 5:eol].split(b" ")
+            # M: MSG <subject> <sid> [reply] <size>
+            # H: HMSG <subject> <sid> [reply] <header size> <size>
+            if op == 77 or op == 72:
+                hmsg = op == 72
+                args = buf[pos + 4 + hmsg:eol].split(b" ")
                 start = eol + 2
-                body = start + int(args[-2])
+                body = start + int(args[-2]) if hmsg else start
                 end = start + int(args[-1])
-                with_reply = len(args) == 5
+                with_reply = len(args) == 4 + hmsg
             else:
                 controls.append(_op(buf[pos:eol]))
                 pos = eol + 2
