@@ -11,7 +11,7 @@ from openweights import OpenWeights
 from openweights.api import protocol
 from openweights.config import Settings
 from openweights.errors import InvalidRequest, NotFound
-from openweights.services.api.files import MAX_OPEN_UPLOADS_PER_ORG
+from openweights.services.api.uploads import MAX_OPEN_UPLOADS_PER_ORG
 from openweights.services.testing.stack import services_thread
 
 

@@ -11,24 +11,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from typing import Any
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import asyncpg
 import nats
-import structlog
 from nats.aio.client import Client
 
 from openweights import tokens
 from openweights.adapters.nats.callout import AuthCallout, ClientInfo, Grant
 from openweights.adapters.nats.server_config import NatsAuthConfig
 from openweights.adapters.postgres.db import query
+from openweights.clock import Clock
+from openweights.domain.aggregates import TOKEN
 from openweights.domain.token import TokenState
 from openweights.errors import AuthenticationError
-from openweights.events import Event, TokenCreated
-from openweights.services.api.service import ApiService
-
-log = structlog.get_logger("callout")
+from openweights.fold import Fold
+from openweights.services.api.indexes import TokenIndex
 
 
 def grant_for(ns: str, t: TokenState) -> Grant:
@@ -52,14 +51,18 @@ def _with_user(url: str, auth: NatsAuthConfig, user: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def callout_connections(api: ApiService) -> AsyncIterator[tuple[Client, Client]]:
-    s = api.settings
-    assert s.nats_auth_file is not None and s.nats_url is not None
-    auth = NatsAuthConfig.load_or_create(s.nats_auth_file)
-    nc_auth = await nats.connect(_with_user(s.nats_url, auth, "auth"), name="ow-callout",
+async def callout_connections(nats_url: str, auth: NatsAuthConfig
+                              ) -> AsyncIterator[tuple[Client, Client]]:
+    """The callout's own connections: as the ``auth`` user (authorization requests) and
+    the ``sys`` user (kicking a revoked token's connections)."""
+    nc_auth = await nats.connect(_with_user(nats_url, auth, "auth"), name="ow-callout",
                                  max_reconnect_attempts=-1)
-    nc_sys = await nats.connect(_with_user(s.nats_url, auth, "sys"), name="ow-callout-sys",
-                                max_reconnect_attempts=-1)
+    try:
+        nc_sys = await nats.connect(_with_user(nats_url, auth, "sys"), name="ow-callout-sys",
+                                    max_reconnect_attempts=-1)
+    except BaseException:
+        await nc_auth.close()
+        raise
     try:
         yield nc_auth, nc_sys
     finally:
@@ -68,22 +71,22 @@ async def callout_connections(api: ApiService) -> AsyncIterator[tuple[Client, Cl
                 await nc.close()
 
 
-def install(api: ApiService, nc_auth: Client, nc_sys: Client) -> AuthCallout:
-    auth = NatsAuthConfig.load_or_create(api.settings.nats_auth_file)  # type: ignore[arg-type]
-    by_hash: dict[str, tuple[str, str]] = {}  # token hash -> (org, token id)
+@dataclass(frozen=True, eq=False)
+class TokenAuthorizer:
+    """What a connecting token may do: its grant, or :class:`AuthenticationError`."""
 
-    def index(seq: int, org: str, event: Event, before: Any, after: Any) -> None:
-        if isinstance(event, TokenCreated):
-            by_hash[event.token_hash] = (org, event.token_id)
+    ns: str
+    fold: Fold
+    tokens: TokenIndex
+    pool: asyncpg.Pool
+    clock: Clock
 
-    api.fold.listeners.append(index)
-
-    async def authorize(token: str, client: ClientInfo) -> Grant:
+    async def __call__(self, token: str, client: ClientInfo) -> Grant:
         if not tokens.TOKEN.match(token):
             raise AuthenticationError("not an openweights token")
-        found = by_hash.get(tokens.token_hash(token))
-        state = api.fold.get(found[0], "token", found[1]) if found else None
-        now = datetime.now(UTC)
+        found = self.tokens.by_hash.get(tokens.token_hash(token))
+        state = self.fold.get(found[0], TOKEN, found[1]) if found else None
+        now = self.clock()
         if state is None:
             raise AuthenticationError("unknown token")
         if state.status == "revoked":
@@ -91,13 +94,16 @@ def install(api: ApiService, nc_auth: Client, nc_sys: Client) -> AuthCallout:
         if not state.usable(now):
             raise AuthenticationError("token expired")
         with contextlib.suppress(Exception):  # a usage stamp must never refuse a connect
-            await api.pool.execute(query("token_used"), state.id, now)
-        return grant_for(api.subjects.ns, state)
+            await self.pool.execute(query("token_used"), state.id, now)
+        return grant_for(self.ns, state)
 
-    callout = AuthCallout(nc_auth, auth.issuer_seed, authorize=authorize)
 
-    async def kick(token_id: str) -> int:
-        return await callout.kick(token_id, nc_sys)
+@dataclass(frozen=True, eq=False)
+class CalloutKicker:
+    """Disconnects a revoked token's live connections through the system account."""
 
-    api.kick = kick
-    return callout
+    callout: AuthCallout
+    nc_sys: Client
+
+    async def kick(self, token_id: str) -> int:
+        return await self.callout.kick(token_id, self.nc_sys)

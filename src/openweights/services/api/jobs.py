@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from openweights import ids
+from openweights.adapters.postgres.db import query
 from openweights.api import protocol
-from openweights.domain import job
-from openweights.domain.commands import CancelJob, ExtendJobTimeout, RestartJob, SubmitJob
+from openweights.domain.aggregates import FILE, JOB
+from openweights.domain.commands import (
+    CancelJob,
+    ExtendJobTimeout,
+    JobCommand,
+    RestartJob,
+    SubmitJob,
+)
 from openweights.errors import InvalidRequest, NotFound
+from openweights.events import JobReset, JobSpec, JobSubmitted
 from openweights.hardware import validate_allowed_hardware
 from openweights.services.api import views
-from openweights.services.api.service import ApiService, Context, Seq
+from openweights.services.api.context import Context, Deps, Seq
 from openweights.subjects import check_token
 
 API_LEASE_S = 15 * 60
+MAX_LEASE_S = 24 * 3600
 JOB_TYPES = frozenset({"fine-tuning", "inference", "script", "api", "custom"})
 _JOB_STATUSES = frozenset({"pending", "in_progress", "completed", "failed", "canceled"})
 
@@ -35,7 +44,9 @@ def referenced_file_ids(value: Any) -> set[str]:
     return found
 
 
-def validate_submit(api: ApiService, org: str, req: protocol.JobSubmit) -> SubmitJob:
+def validate_submit(d: Deps, org: str, req: protocol.JobSubmit) -> SubmitJob:
+    """The command a submission asks for. Raises :class:`InvalidRequest` naming the
+    field at fault."""
     if req.type not in JOB_TYPES:
         raise InvalidRequest(f"job type {req.type!r} is not one of {sorted(JOB_TYPES)}")
     if req.requires_vram_gb is not None and req.requires_vram_gb < 0:
@@ -46,96 +57,87 @@ def validate_submit(api: ApiService, org: str, req: protocol.JobSubmit) -> Submi
         raise InvalidRequest("docker_image is empty")
     hardware = validate_allowed_hardware(req.allowed_hardware) if req.allowed_hardware else None
     missing = sorted(f for f in referenced_file_ids(req.params)
-                     if api.fold.get(org, "file", f) is None)
+                     if d.fold.get(org, FILE, f) is None)
     if missing:
         raise InvalidRequest(f"params reference unknown file(s) {', '.join(missing)}: upload "
                              "them first (ow.files.upload)")
     # The id hashes what the job *is* (type, model, params incl. mounted files); what can
     # change in place on resubmission (script, image, hardware, VRAM) is left out.
-    spec = {"type": req.type, "model": req.model, "params": req.params}
-    job_id = ids.job_id(req.id_prefix, spec, org, req.job_id_suffix)
+    job_id = ids.job_id(req.id_prefix, {"type": req.type, "model": req.model,
+                                        "params": req.params}, org, req.job_id_suffix)
     timeout = req.timeout
     if req.type == "api" and timeout is None:
         # An API deployment lives on a lease its client renews (jobs.lease).
-        timeout = datetime.now(UTC) + timedelta(seconds=API_LEASE_S)
-    return SubmitJob(job_id=check_token(job_id, "job id"), org=org, type=req.type,
-                     model=req.model, params=req.params, script=req.script,
-                     docker_image=req.docker_image, requires_vram_gb=req.requires_vram_gb,
-                     allowed_hardware=hardware, timeout=timeout)
+        timeout = d.clock() + timedelta(seconds=API_LEASE_S)
+    spec = JobSpec(type=req.type, model=req.model, params=req.params, script=req.script,
+                   docker_image=req.docker_image, requires_vram_gb=req.requires_vram_gb,
+                   allowed_hardware=hardware, timeout=timeout)
+    return SubmitJob(job_id=check_token(job_id, "job id"), org=org, spec=spec)
 
 
-async def _outputs(api: ApiService, org: str, job_id: str) -> dict[str, Any]:
+async def _outputs(d: Deps, org: str, job_id: str) -> dict[str, Any]:
     # As of the job's last decision (a reset clears them, a completion ends them): the
     # read models may not have caught up with it yet.
-    await api._wait_projected(api.fold.last_subject_seq(api.subjects.job(org, job_id)))
-    row = await api.pool.fetchrow(_q("api_job"), org, job_id)
+    await d.reads.wait_projected(d.fold.last_subject_seq(d.subjects.job(org, job_id)))
+    row = await d.reads.pool.fetchrow(query("api_job"), org, job_id)
     return dict(row["outputs"]) if row is not None else {}
 
 
-def _q(name: str) -> str:
-    from openweights.adapters.postgres.db import query
+async def submit_job(d: Deps, ctx: Context, req: protocol.JobSubmit) -> Seq:
+    cmd = validate_submit(d, ctx.org, req)
+    done = await d.executor.execute(ctx.org, JOB, cmd.job_id, cmd, ctx.actor, req.request_id)
+    fresh = bool(done.events) and isinstance(done.events[0], JobSubmitted | JobReset)
+    outputs = {} if fresh else await _outputs(d, ctx.org, cmd.job_id)
+    assert done.state is not None
+    return Seq(views.job_from_state(done.state, outputs), done.seq)
 
-    return query(name)
+
+async def _change(d: Deps, ctx: Context, job_id: str, cmd: JobCommand,
+                  request_id: str | None) -> Seq:
+    check_token(job_id, "job id")
+    if d.fold.get(ctx.org, JOB, job_id) is None:
+        raise NotFound(f"job {job_id!r} not found")
+    done = await d.executor.execute(ctx.org, JOB, job_id, cmd, ctx.actor, request_id)
+    assert done.state is not None
+    return Seq(views.job_from_state(done.state, await _outputs(d, ctx.org, job_id)), done.seq)
 
 
-def install(api: ApiService) -> None:
-    @api.route("jobs.submit")
-    async def submit(ctx: Context, req: protocol.JobSubmit) -> Seq:
-        cmd = validate_submit(api, ctx.org, req)
-        events, seq, state = await api.executor.execute(
-            ctx.org, "job", cmd.job_id, lambda s, now, by: job.decide(s, cmd, now, by),
-            ctx.actor, req.request_id)
-        fresh = bool(events) and events[0].tag in ("job.submitted/1", "job.reset/1")
-        outputs = {} if fresh else await _outputs(api, ctx.org, cmd.job_id)
-        return Seq(views.job_from_state(state, outputs), seq)
+async def cancel_job(d: Deps, ctx: Context, req: protocol.JobRef) -> Seq:
+    return await _change(d, ctx, req.job_id, CancelJob(), req.request_id)
 
-    async def _change(ctx: Context, req: protocol.JobRef, cmd: Any) -> Seq:
-        check_token(req.job_id, "job id")
-        if api.fold.get(ctx.org, "job", req.job_id) is None:
-            raise NotFound(f"job {req.job_id!r} not found")
-        _, seq, state = await api.executor.execute(
-            ctx.org, "job", req.job_id, lambda s, now, by: job.decide(s, cmd, now, by),
-            ctx.actor, req.request_id)
-        return Seq(views.job_from_state(state, await _outputs(api, ctx.org, req.job_id)), seq)
 
-    @api.route("jobs.cancel")
-    async def cancel(ctx: Context, req: protocol.JobRef) -> Seq:
-        return await _change(ctx, req, CancelJob())
+async def restart_job(d: Deps, ctx: Context, req: protocol.JobRef) -> Seq:
+    return await _change(d, ctx, req.job_id, RestartJob(), req.request_id)
 
-    @api.route("jobs.lease")
-    async def lease(ctx: Context, req: protocol.JobLease) -> Seq:
-        if not 0 < req.seconds <= 24 * 3600:
-            raise InvalidRequest("a lease lasts between 0 and 86400 seconds")
-        until = datetime.now(UTC) + timedelta(seconds=req.seconds)
-        return await _change(ctx, protocol.JobRef(job_id=req.job_id, request_id=req.request_id),
-                             ExtendJobTimeout(timeout=until))
 
-    @api.route("jobs.restart")
-    async def restart(ctx: Context, req: protocol.JobRef) -> Seq:
-        return await _change(ctx, req, RestartJob())
+async def renew_job_lease(d: Deps, ctx: Context, req: protocol.JobLease) -> Seq:
+    if not 0 < req.seconds <= MAX_LEASE_S:
+        raise InvalidRequest(f"a lease lasts between 0 and {MAX_LEASE_S} seconds")
+    until = d.clock() + timedelta(seconds=req.seconds)
+    return await _change(d, ctx, req.job_id, ExtendJobTimeout(timeout=until), req.request_id)
 
-    @api.route("jobs.get")
-    async def get(ctx: Context, req: protocol.JobRef) -> dict[str, Any]:
-        row = await api.pool.fetchrow(_q("api_job"), ctx.org, req.job_id)
-        if ctx.principal.role == "worker":
-            state = api.fold.get(ctx.org, "job", req.job_id)
-            if state is None or all(r.worker_id != ctx.principal.worker_id for r in state.runs):
-                row = None  # a worker sees only the jobs it was given
-        if row is None:
-            raise NotFound(f"job {req.job_id!r} not found")
-        return views.job_from_row(row)
 
-    @api.route("jobs.list")
-    async def list_(ctx: Context, req: protocol.JobList) -> list[dict[str, Any]]:
-        if req.status is not None and req.status not in _JOB_STATUSES:
-            raise InvalidRequest(f"status {req.status!r} is not one of {sorted(_JOB_STATUSES)}")
-        if not 1 <= req.limit <= 10_000:
-            raise InvalidRequest("limit must be between 1 and 10000")
-        rows = await api.pool.fetch(_q("api_jobs_list"), ctx.org, req.status, req.limit)
-        return [views.job_from_row(r) for r in rows]
+async def get_job(d: Deps, ctx: Context, req: protocol.JobRef) -> dict[str, Any]:
+    row = await d.reads.pool.fetchrow(query("api_job"), ctx.org, req.job_id)
+    if ctx.principal.role == "worker":
+        state = d.fold.get(ctx.org, JOB, req.job_id)
+        if state is None or all(r.worker_id != ctx.principal.worker_id for r in state.runs):
+            row = None  # a worker sees only the jobs it was given
+    if row is None:
+        raise NotFound(f"job {req.job_id!r} not found")
+    return views.job_from_row(row)
 
-    @api.route("jobs.find")
-    async def find(ctx: Context, req: protocol.JobFind) -> list[dict[str, Any]]:
-        rows = await api.pool.fetch(_q("api_jobs_find"), ctx.org, req.params,
+
+async def list_jobs(d: Deps, ctx: Context, req: protocol.JobList) -> list[dict[str, Any]]:
+    if req.status is not None and req.status not in _JOB_STATUSES:
+        raise InvalidRequest(f"status {req.status!r} is not one of {sorted(_JOB_STATUSES)}")
+    if not 1 <= req.limit <= 10_000:
+        raise InvalidRequest("limit must be between 1 and 10000")
+    rows = await d.reads.pool.fetch(query("api_jobs_list"), ctx.org, req.status, req.limit)
+    return [views.job_from_row(r) for r in rows]
+
+
+async def find_jobs(d: Deps, ctx: Context, req: protocol.JobFind) -> list[dict[str, Any]]:
+    rows = await d.reads.pool.fetch(query("api_jobs_find"), ctx.org, req.params,
                                     min(max(req.limit, 1), 10_000))
-        return [views.job_from_row(r) for r in rows]
+    return [views.job_from_row(r) for r in rows]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
 from openweights.domain.file import FileState
 from openweights.domain.job import JobState
 
@@ -21,12 +23,10 @@ def job_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def job_from_state(s: JobState, outputs: dict[str, Any]) -> dict[str, Any]:
-    return {"id": s.id, "type": s.type, "status": s.status, "model": s.model,
-            "params": s.params, "script": s.script, "docker_image": s.docker_image,
-            "requires_vram_gb": s.requires_vram_gb, "allowed_hardware": s.allowed_hardware,
-            "outputs": outputs, "worker_id": s.worker_id, "timeout": s.timeout,
-            "created_at": s.created_at, "updated_at": s.updated_at,
-            "organization_id": s.org}
+    """The same dict as :func:`job_from_row` makes of the job's row."""
+    return {"id": s.id, "status": s.status, **msgspec.structs.asdict(s.spec),
+            "outputs": outputs, "worker_id": s.worker_id, "created_at": s.created_at,
+            "updated_at": s.updated_at, "organization_id": s.org}
 
 
 def run_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
