@@ -220,7 +220,7 @@ async def service_processes(settings: Settings, profile_to: Path | None,
 
 @contextmanager
 def services_in_thread(settings: Settings, profile: bool) -> Iterator[list[int]]:
-    with services_thread(settings, extra=ServicesProfiler if profile else None):
+    with services_thread(settings, extra=ServicesProfiler.compose if profile else None):
         yield []
 
 
@@ -262,10 +262,15 @@ class ServicesProfiler:
 
     instance: ServicesProfiler | None = None
 
-    def __init__(self, settings: Settings, nc: Any, js: Any) -> None:
+    def __init__(self) -> None:
         self.prof = cProfile.Profile()
         self.loop: asyncio.AbstractEventLoop | None = None
         ServicesProfiler.instance = self
+
+    @classmethod
+    async def compose(cls, settings: Settings, stack: Any, nc: Any, js: Any,
+                      clock: Any) -> ServicesProfiler:
+        return cls()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self.loop = asyncio.get_running_loop()

@@ -30,14 +30,17 @@ import nats
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import servers
 
-from openweights.adapters.nats.eventlog import EventLog
+from openweights.adapters.nats.eventlog import JetStreamEventLog
 from openweights.adapters.nats.streams import ensure_streams
 from openweights.api.protocol import Assignment
+from openweights.clock import utc_now
 from openweights.config import Settings
 from openweights.domain import job, worker
+from openweights.domain.aggregates import JOB
 from openweights.domain.commands import CompleteRun, RegisterWorker, StartRun, SubmitJob
-from openweights.events import Actor, encode
+from openweights.events import Actor, JobSpec, encode
 from openweights.logs import configure_logging
+from openweights.services.scheduler.bootstrap import compose
 from openweights.services.scheduler.scheduler import Scheduler
 from openweights.subjects import Subjects
 
@@ -77,13 +80,13 @@ async def run(jobs: int, workers: int, plot_dir: Path | None = None) -> None:
         await ensure_streams(js, settings, s)
         now, org = datetime.now(UTC), "default"
         for i in range(jobs):  # the backlog, pipelined
-            cmd = SubmitJob(job_id=f"scale-{i:06d}", org=org, type="custom", model=None,
-                            params={"i": i}, script="true", docker_image="img",
-                            requires_vram_gb=i % 3 * 8, allowed_hardware=None)
+            cmd = SubmitJob(job_id=f"scale-{i:06d}", org=org, spec=JobSpec(
+                type="custom", model=None, params={"i": i}, script="true", docker_image="img",
+                requires_vram_gb=i % 3 * 8, allowed_hardware=None))
             await js.publish_async(s.job(org, cmd.job_id), encode(
                 job.decide(None, cmd, now, Actor("client"))))
         await js.publish_async_completed()
-        log = EventLog(nc, js, s)
+        log = JetStreamEventLog(nc, js, s)
         states: dict[str, job.JobState] = {}
         done = asyncio.Event()
         completed = [0]
@@ -95,16 +98,17 @@ async def run(jobs: int, workers: int, plot_dir: Path | None = None) -> None:
             # The simulated agent starts and completes at once (fenced like the real one).
             for c in (StartRun(run_id=a.run_id, worker_id=a.worker_id),
                       CompleteRun(run_id=a.run_id, worker_id=a.worker_id)):
-                st = sched.fold.get(org, "job", a.job_id) if st is None else st
+                st = sched.fold.get(org, JOB, a.job_id) if st is None else st
                 events = job.decide(st, c, datetime.now(UTC), by)
-                st = job.fold(events, st)
+                st = JOB.fold(events, st)
                 await log.append(s.job(org, a.job_id), events, expected_last_subject_seq=None)
             completed[0] += 1
             if completed[0] == jobs:
                 done.set()
 
         await nc.subscribe(f"{s.ns}agent.>", cb=on_assignment)
-        sched = TimedScheduler(settings, nc, js)
+        sched = await compose(settings, contextlib.AsyncExitStack(), nc, js, utc_now,
+                              cls=TimedScheduler)
         rss_before = rss_mb()
         task = asyncio.create_task(sched.run())
         for w in range(workers):

@@ -5,19 +5,21 @@ Idempotent: run at every `ow up` (and by tests), it changes only what is missing
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import asyncpg
 import nats
 
-from openweights.adapters.nats.eventlog import EventLog
+from openweights import tokens
+from openweights.adapters.nats.eventlog import JetStreamEventLog
 from openweights.adapters.nats.streams import ensure_streams
 from openweights.adapters.postgres.db import connect, migrate
 from openweights.config import Settings
-from openweights.domain import org
-from openweights.domain.commands import CreateOrganization
-from openweights.errors import AuthenticationError, ConcurrencyConflict, StackUnavailable
+from openweights.domain.aggregates import ORG, TOKEN
+from openweights.domain.commands import CreateOrganization, CreateToken
+from openweights.errors import AuthenticationError, StackUnavailable
+from openweights.eventlog import EventLog
 from openweights.events import Actor
+from openweights.execute import Executor
+from openweights.fold import LogFold
 from openweights.subjects import Subjects, check_token
 
 
@@ -48,35 +50,31 @@ async def prepare(settings: Settings) -> list[str]:
             applied = await migrate(conn)
         finally:
             await conn.close()
-        await ensure_organization(EventLog(nc, js, subjects), subjects, settings.default_org,
-                                  settings.default_org)
+        await ensure_organization(JetStreamEventLog(nc, js, subjects), subjects,
+                                  settings.default_org, settings.default_org)
         return applied
     finally:
         await nc.close()
 
 
-async def ensure_organization(log: EventLog, subjects: Subjects, org_id: str, name: str) -> bool:
-    """Create the organization unless it exists; True if it was created now."""
-    events = org.decide(None, CreateOrganization(org=org_id, name=name),
-                        datetime.now(UTC), Actor("operator", "ow up"))
-    try:
-        await log.append(subjects.aggregate(org_id, "org", org_id), events,
-                         expected_last_subject_seq=0)
-    except ConcurrencyConflict:
+async def ensure_organization(log: EventLog, subjects: Subjects, org_id: str, name: str,
+                              by: Actor = Actor("operator", "ow up")) -> bool:
+    """Create the organization unless it exists (by any name); True if created now."""
+    subject = subjects.aggregate(org_id, ORG.kind, org_id)
+    fold = await LogFold(log, [subject]).load()
+    if fold.get(org_id, ORG, org_id) is not None:
         return False
-    return True
+    cmd = CreateOrganization(org=org_id, name=name)
+    return bool((await Executor(log, fold, subjects).execute(org_id, ORG, org_id, cmd, by)).events)
 
 
 async def create_organization(settings: Settings, org_id: str, name: str,
                               token_name: str = "first admin token") -> dict[str, str]:
     """An organization (if new) and a fresh admin token for it; the token is returned
     in plain text this once. Runs with service credentials (operators only)."""
-    from openweights import tokens
-    from openweights.domain import token
-    from openweights.domain.commands import CreateToken
-
     subjects = Subjects(settings.namespace)
     check_token(org_id, "organization id")
+    assert settings.nats_url is not None
     try:
         nc = await nats.connect(settings.nats_url, allow_reconnect=False, connect_timeout=5)
     except Exception as exc:  # nats-py raises several unrelated types here
@@ -86,15 +84,15 @@ async def create_organization(settings: Settings, org_id: str, name: str,
                 "(OW_NATS_URL=nats://svc:<password>@host:port); a token is not enough") from None
         raise StackUnavailable(f"cannot reach NATS: {exc}") from None
     try:
-        log = EventLog(nc, nc.jetstream(), subjects)
-        await ensure_organization(log, subjects, org_id, name)
+        log = JetStreamEventLog(nc, nc.jetstream(), subjects)
+        by = Actor("operator", "ow org create")
+        await ensure_organization(log, subjects, org_id, name, by)
         plain = tokens.new_token()
         cmd = CreateToken(org=org_id, token_id=tokens.token_id(plain), name=token_name,
                           role="admin", token_hash=tokens.token_hash(plain),
                           token_prefix=tokens.token_prefix(plain))
-        events = token.decide(None, cmd, datetime.now(UTC), Actor("operator", "ow org create"))
-        await log.append(subjects.aggregate(org_id, "token", cmd.token_id), events,
-                         expected_last_subject_seq=0)
+        fold = LogFold(log, [subjects.aggregate(org_id, TOKEN.kind, cmd.token_id)])
+        await Executor(log, fold, subjects).execute(org_id, TOKEN, cmd.token_id, cmd, by)
         return {"org": org_id, "token": plain, "token_id": cmd.token_id}
     finally:
         await nc.close()

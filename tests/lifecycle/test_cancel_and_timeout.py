@@ -7,12 +7,20 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from openweights.events import JobCanceled, RunLogStored
+from openweights.events import JobCanceled, RunLogStored, WorkerRegistered
 
 
 def _sleeper(pidfile: Path) -> str:
     # The command's shell leads the job's process group: its pid is the group id.
     return f"echo $$ > {pidfile}; echo started; sleep 60; echo never printed"
+
+
+def _start_with_a_ready_agent(lab) -> None:
+    """The stack and one registered agent: a job's deadline, counted from its submission,
+    then measures the job, not how long a machine takes to start on a busy box."""
+    lab.start()
+    lab.spawn_agent("timeouts")
+    lab.live.wait_event(WorkerRegistered, 60)
 
 
 def _assert_stopped_with_partial_log(lab, job_id: str, pidfile: Path, alive) -> None:
@@ -42,7 +50,7 @@ def test_cancel_stops_a_running_job_and_keeps_its_partial_log(lab, tmp_path: Pat
 
 def test_a_job_past_its_timeout_ends_canceled_with_reason_timeout(lab, tmp_path: Path,
                                                                  alive) -> None:
-    lab.start()
+    _start_with_a_ready_agent(lab)
     pidfile = tmp_path / "pid"
     deadline = datetime.now(UTC) + timedelta(seconds=3)
     job = lab.submit(_sleeper(pidfile), timeout=deadline)
@@ -70,7 +78,7 @@ def test_a_cancel_the_agent_was_not_told_of_reaches_it_through_its_heartbeat(
 
 
 def test_a_timeout_moved_later_while_the_job_runs_lets_it_finish(lab, tmp_path: Path) -> None:
-    lab.start()
+    _start_with_a_ready_agent(lab)
     deadline = datetime.now(UTC) + timedelta(seconds=2)
     job = lab.submit("echo started; sleep 4; echo finished", timeout=deadline)
     lab.live.wait_line("started", timeout=60)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from functools import partial
 
 from openweights.events import JobAssigned, JobCompleted, WorkerRegistered
+from openweights.services.scheduler.bootstrap import compose
 from openweights.services.scheduler.scheduler import Scheduler
 
 AGENTS = 20
@@ -30,7 +32,7 @@ def test_two_schedulers_and_twenty_agents_complete_each_job_exactly_once(
         return ok
 
     monkeypatch.setattr(Scheduler, "_assign", counting)
-    lab.start("projector", "api", "scheduler", extra=CountingScheduler)
+    lab.start("projector", "api", "scheduler", extra=partial(compose, cls=CountingScheduler))
     began = time.monotonic()
     workers = {f"racer-{i:02d}" for i in range(AGENTS)}
     for wid in sorted(workers):

@@ -23,7 +23,6 @@ from nats.js import JetStreamContext
 
 from openweights.adapters.nats.puller import Puller
 from openweights.adapters.nats.reader import StoredMessage
-from openweights.adapters.postgres.db import connect
 from openweights.adapters.postgres.readmodels import get_checkpoint, load, write_changes
 from openweights.adapters.projected import CHECKPOINT, projected_subject
 from openweights.config import Settings
@@ -36,40 +35,31 @@ CACHE_JOBS = 20_000
 
 
 class Projector:
-    def __init__(self, settings: Settings, nc: Client, js: JetStreamContext) -> None:
+    def __init__(self, settings: Settings, nc: Client, js: JetStreamContext,
+                 lease: asyncpg.Connection, conn: asyncpg.Connection) -> None:
         self.settings, self.nc, self.js = settings, nc, js
+        self.lease, self.conn = lease, conn  # the lease's session, and the writer's
         self.subjects = Subjects(settings.namespace)
         self.checkpoint = 0
         self.model = ReadModel()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        assert self.settings.database_url is not None
-        lease = await connect(self.settings.database_url)
-        conn: asyncpg.Connection | None = None
-        puller: Puller | None = None
+        log.info("projector.waiting_for_lease")
+        await self.lease.execute("SELECT pg_advisory_lock(hashtext($1))",
+                                 f"projector:{self.settings.namespace}")
+        self.checkpoint = await get_checkpoint(self.conn, CHECKPOINT)
+        puller = Puller(self.nc, self.js, self.subjects.events_stream,
+                        f"{self.subjects.stream_prefix}_projector")
         try:
-            log.info("projector.waiting_for_lease")
-            await lease.execute("SELECT pg_advisory_lock(hashtext($1))",
-                                f"projector:{self.settings.namespace}")
-            conn = await connect(self.settings.database_url)
-            # The log is the truth: a commit lost in a crash is re-projected from it.
-            await conn.execute("SET synchronous_commit TO off")
-            self.checkpoint = await get_checkpoint(conn, CHECKPOINT)
-            puller = Puller(self.nc, self.js, self.subjects.events_stream,
-                            f"{self.subjects.stream_prefix}_projector")
             await puller.open(self.checkpoint + 1)
             log.info("projector.started", checkpoint=self.checkpoint)
             task_status.started()
             async for batch in puller.batches():
-                await self._apply(conn, batch)
+                await self._apply(self.conn, batch)
                 await puller.ack()
         finally:
             with anyio.CancelScope(shield=True):
-                if puller is not None:
-                    await puller.close()
-                for c in (conn, lease):
-                    if c is not None:
-                        await c.close()
+                await puller.close()
 
     async def _apply(self, conn: asyncpg.Connection, batch: list[StoredMessage]) -> None:
         fresh = [m for m in batch if m.seq > self.checkpoint]  # redelivery is a no-op

@@ -40,11 +40,17 @@ class MachineBackend(Protocol):
 
     def hardware_options(self, required_vram_gb: int | None,
                          allowed_hardware: list[str] | None) -> list[str]:
-        """Hardware this backend can start for such a need, preferred first ([] = none)."""
+        """Hardware this backend can start for such a need, preferred first ([] = none).
+
+        A bigger need only removes options; with ``allowed_hardware`` the result is what
+        of that list this backend can start, in the caller's order, whatever the need."""
         ...
 
     async def start(self, spec: MachineSpec) -> str:
-        """Start a machine; returns its id. Raises :class:`MachineStartFailed`."""
+        """Start a machine that runs an agent for ``spec.worker_id``; returns its id, which
+        another instance of the backend (a restarted provisioner) understands too.
+
+        Raises :class:`MachineStartFailed`, whatever kept the machine from starting."""
         ...
 
     async def stop(self, machine_id: str) -> None:
@@ -52,7 +58,10 @@ class MachineBackend(Protocol):
         ...
 
     async def alive(self, machine_id: str) -> bool:
+        """Whether the machine still runs: False once it is gone, or if it never was."""
         ...
 
     async def close(self) -> None:
+        """Release every machine this instance started: politely, then by force once
+        the backend's grace is over."""
         ...

@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import secrets
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
 import structlog
 from anyio.abc import TaskStatus
-from nats.aio.client import Client
-from nats.js import JetStreamContext
 
 from openweights import tokens
-from openweights.adapters.nats.eventlog import EventLog
 from openweights.adapters.nats.fold import LiveFold
 from openweights.config import Settings
-from openweights.domain import token, worker
+from openweights.domain.aggregates import JOB, SECRET, TOKEN, WORKER
 from openweights.domain.commands import (
     CreateToken,
     RecordMachineFailed,
@@ -32,31 +29,29 @@ from openweights.domain.commands import (
     RequestWorker,
     RevokeToken,
     TerminateWorker,
+    WorkerCommand,
 )
 from openweights.domain.job import JobState
 from openweights.domain.matching import matches
 from openweights.domain.worker import WorkerState
-from openweights.errors import OpenWeightsError
+from openweights.errors import Conflict, OpenWeightsError
 from openweights.events import Actor, Event
+from openweights.execute import Executor
 from openweights.secretbox import SecretBox
-from openweights.services.lifecycle import decide_and_append, declare_lost
+from openweights.services.lifecycle import declare_lost
 from openweights.services.provisioner.port import MachineBackend, MachineSpec, MachineStartFailed
-from openweights.subjects import Subjects
 
 log = structlog.get_logger("provisioner")
 ME = Actor("provisioner")
 
 
 class Provisioner:
-    def __init__(self, settings: Settings, nc: Client, js: JetStreamContext,
-                 backend: MachineBackend) -> None:
-        self.settings, self.nc, self.js, self.backend = settings, nc, js, backend
-        self.subjects = Subjects(settings.namespace)
-        self.fold = LiveFold(nc, js, self.subjects)
-        self.log = EventLog(nc, js, self.subjects)
+    def __init__(self, settings: Settings, fold: LiveFold, executor: Executor,
+                 backend: MachineBackend, box: SecretBox) -> None:
+        self.settings, self.fold, self.executor, self.backend = settings, fold, executor, backend
+        self.box = box
         self.last_active: dict[tuple[str, str], datetime] = {}  # worker -> last run change
         self.fold.listeners.append(self._on_event)
-        self.box = SecretBox(settings.secret_key)
         self._stop_sent: dict[str, datetime] = {}
         self._wake = anyio.Event()
 
@@ -67,23 +62,22 @@ class Provisioner:
         self._wake.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        try:
-            async with anyio.create_task_group() as tg:
-                await tg.start(self.fold.run)
-                log.info("provisioner.started", backend=self.backend.name, seq=self.fold.seq)
-                task_status.started()
-                while True:
-                    with anyio.move_on_after(self.settings.provisioner_check_s):
-                        await self._wake.wait()  # demand changed, or the periodic check
-                    self._wake = anyio.Event()
-                    await self.reconcile(datetime.now(UTC))
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self.backend.close()
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.fold.run)
+            log.info("provisioner.started", backend=self.backend.name, seq=self.fold.seq)
+            task_status.started()
+            while True:
+                with anyio.move_on_after(self.settings.provisioner_check_s):
+                    await self._wake.wait()  # demand changed, or the periodic check
+                self._wake = anyio.Event()
+                try:
+                    await self.reconcile(self.executor.clock())
+                except OpenWeightsError as exc:  # the log or a backend failed: next round
+                    log.warning("provisioner.reconcile_failed", error=str(exc))
 
     def max_workers(self, org: str) -> int:
         """The org's MAX_WORKERS secret, else the operator's default (8)."""
-        state = self.fold.get(org, "secret", "MAX_WORKERS")
+        state = self.fold.get(org, SECRET, "MAX_WORKERS")
         if state is not None and state.status == "set":
             try:
                 return max(0, int(self.box.decrypt(state.ciphertext)))
@@ -99,17 +93,14 @@ class Provisioner:
         cmd = CreateToken(org=org, token_id=tokens.token_id(plain), name=f"worker {worker_id}",
                           role="worker", token_hash=tokens.token_hash(plain),
                           token_prefix=tokens.token_prefix(plain), worker_id=worker_id)
-        seq = await decide_and_append(self.fold, self.log, org, "token", cmd.token_id,
-                                      token.decide, cmd, ME)
-        if seq:
-            await self.fold.wait_seq(seq)
+        await self.executor.execute(org, TOKEN, cmd.token_id, cmd, ME)
         return {"OPENWEIGHTS_API_KEY": plain}
 
     async def reconcile(self, now: datetime) -> None:
         workers: dict[str, list[WorkerState]] = defaultdict(list)
-        for w in self.fold.of_kind("worker"):
+        for w in self.fold.of_kind(WORKER):
             workers[w.org].append(w)
-        jobs = self.fold.of_kind("job")
+        jobs = self.fold.of_kind(JOB)
         pending: dict[str, list[JobState]] = defaultdict(list)
         busy: set[tuple[str, str]] = set()
         for j in jobs:
@@ -138,12 +129,11 @@ class Provisioner:
                     # to pending before the worker is gone for good.
                     if any(j.open_run and j.open_run.worker_id == w.id and j.org == w.org
                            for j in open_jobs):
-                        await declare_lost(self.fold, self.log, w, open_jobs, None,
+                        await declare_lost(self.executor, w, open_jobs, None,
                                            "its machine is gone", ME)
                     await self._terminate(w, w.reason or "stopped")
             elif w.machine_id is not None and not machine_alive:
-                await declare_lost(self.fold, self.log, w, open_jobs, None,
-                                   "its machine is gone", ME)
+                await declare_lost(self.executor, w, open_jobs, None, "its machine is gone", ME)
             elif w.status == "starting" and now - w.created_at > timedelta(
                     seconds=self.settings.never_registered_s):
                 if w.machine_id is not None:
@@ -159,12 +149,10 @@ class Provisioner:
             await self.backend.stop(machine_id)
 
     async def _terminate(self, w: WorkerState, reason: str) -> None:
-        await decide_and_append(self.fold, self.log, w.org, "worker", w.id, worker.decide,
-                                TerminateWorker(reason=reason), ME)
-        for t in self.fold.of_kind("token"):  # its credentials die with the machine
+        await self._record(w.org, w.id, TerminateWorker(reason=reason))
+        for t in self.fold.of_kind(TOKEN):  # its credentials die with the machine
             if t.org == w.org and t.worker_id == w.id and t.status == "active":
-                await decide_and_append(self.fold, self.log, t.org, "token", t.id, token.decide,
-                                        RevokeToken(), ME)
+                await self.executor.execute(t.org, TOKEN, t.id, RevokeToken(), ME)
 
     async def _scale_down(self, ws: list[WorkerState], busy: set[tuple[str, str]],
                           now: datetime) -> None:
@@ -176,9 +164,8 @@ class Provisioner:
                 continue
             last = self.last_active.get((w.org, w.id), w.updated_at)
             if now - last > timedelta(seconds=s.idle_shutdown_s):
-                await decide_and_append(self.fold, self.log, w.org, "worker", w.id,
-                                        worker.decide, RequestShutdown(
-                                            reason=f"idle since {last.isoformat()}"), ME)
+                await self._record(w.org, w.id,
+                                   RequestShutdown(reason=f"idle since {last.isoformat()}"))
 
     # -- starting ------------------------------------------------------------------------
     async def _scale_up(self, org: str, ws: list[WorkerState], pending: list[JobState],
@@ -191,8 +178,8 @@ class Provisioner:
         starting = [w for w in ws if w.status == "starting"]
         groups: dict[tuple[str, tuple[str, ...] | None], list[JobState]] = defaultdict(list)
         for j in pending:
-            key = (j.docker_image, tuple(sorted(j.allowed_hardware)) if j.allowed_hardware
-                   else None)
+            hardware = j.spec.allowed_hardware
+            key = (j.spec.docker_image, tuple(sorted(hardware)) if hardware else None)
             groups[key].append(j)
         for (image, _), group in sorted(groups.items(), key=lambda kv: kv[0][0]):
             served = 0
@@ -209,22 +196,19 @@ class Provisioner:
                     slots -= 1
 
     async def _start(self, org: str, image: str, group: list[JobState]) -> bool:
-        need = max((j.requires_vram_gb or 0) for j in group)
-        options = self.backend.hardware_options(need, group[0].allowed_hardware)
+        need = max((j.spec.requires_vram_gb or 0) for j in group)
+        allowed = group[0].spec.allowed_hardware
+        options = self.backend.hardware_options(need, allowed)
         if not options:
             log.warning("provisioner.no_hardware", org=org, image=image, vram=need,
-                        allowed=group[0].allowed_hardware)
+                        allowed=allowed)
             return False
         worker_id = f"{org}-{secrets.token_hex(4)}"
         reason = f"{len(group)} pending job(s) for {image} (first: {group[0].id})"
-        seq = await decide_and_append(self.fold, self.log, org, "worker", worker_id,
-                                      worker.decide, RequestWorker(
-                                          worker_id=worker_id, org=org,
-                                          backend=self.backend.name, hardware=options[0],
-                                          docker_image=image, reason=reason), ME)
-        if not seq:
+        requested = RequestWorker(worker_id=worker_id, org=org, backend=self.backend.name,
+                                  hardware=options[0], docker_image=image, reason=reason)
+        if not await self._record(org, worker_id, requested):
             return False
-        await self.fold.wait_seq(seq)
         try:
             machine_id = await self.backend.start(MachineSpec(
                 worker_id=worker_id, org=org, hardware=options[0], docker_image=image,
@@ -237,6 +221,12 @@ class Provisioner:
                  reason=reason)
         return True
 
-    async def _record(self, org: str, worker_id: str, cmd: Any) -> None:
-        await decide_and_append(self.fold, self.log, org, "worker", worker_id, worker.decide,
-                                cmd, ME)
+    async def _record(self, org: str, worker_id: str, cmd: WorkerCommand) -> bool:
+        """Decide ``cmd`` for the worker; False when the worker moved on meanwhile (an
+        agent's own report, the scheduler declaring it lost), which is said in the log."""
+        try:
+            return bool((await self.executor.execute(org, WORKER, worker_id, cmd, ME)).events)
+        except Conflict as exc:
+            log.info("provisioner.decision_skipped", worker=worker_id,
+                     command=type(cmd).__name__, reason=str(exc))
+            return False

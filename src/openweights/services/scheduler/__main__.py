@@ -1,16 +1,9 @@
-"""Composition root of the scheduler: ``python -m openweights.services.scheduler``."""
+"""The scheduler: ``python -m openweights.services.scheduler``."""
 
 from __future__ import annotations
 
-from openweights.config import Settings
-from openweights.services.runtime import nats_connection, run_service
-from openweights.services.scheduler.scheduler import Scheduler
-
-
-async def main(settings: Settings) -> None:
-    async with nats_connection(settings, "scheduler", restart_on_reconnect=True) as (nc, js):
-        await Scheduler(settings, nc, js).run()
-
+from openweights.services.runtime import run_service
+from openweights.services.scheduler.bootstrap import compose
 
 if __name__ == "__main__":
-    run_service("scheduler", main)
+    run_service("scheduler", compose, restart_on_reconnect=True)

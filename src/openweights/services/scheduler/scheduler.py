@@ -22,19 +22,19 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from openweights.adapters.nats.eventlog import EventLog
 from openweights.adapters.nats.fold import LiveFold
 from openweights.adapters.nats.reader import StoredMessage, read_stream
 from openweights.api.protocol import Assignment, Heartbeat, RunNotice
 from openweights.config import Settings
-from openweights.domain import job
-from openweights.domain.commands import AssignJob, CancelJob, RequeueJob
+from openweights.domain.aggregates import JOB, SECRET
+from openweights.domain.commands import AssignJob, CancelJob, JobCommand, RequeueJob
 from openweights.domain.job import JobState, RunState
 from openweights.domain.matching import cached_model, pick_worker, priority
 from openweights.domain.worker import WorkerState
-from openweights.errors import ConcurrencyConflict, OpenWeightsError
+from openweights.errors import Conflict, OpenWeightsError
 from openweights.events import Actor, Event, JobCanceled, JobCompleted, JobTimeoutExtended
-from openweights.services.lifecycle import decide_and_append, declare_lost
+from openweights.execute import Executor
+from openweights.services.lifecycle import declare_lost
 from openweights.subjects import Subjects
 
 log = structlog.get_logger("scheduler")
@@ -42,11 +42,11 @@ ME = Actor("scheduler")
 
 
 class Scheduler:
-    def __init__(self, settings: Settings, nc: Client, js: JetStreamContext) -> None:
+    def __init__(self, settings: Settings, nc: Client, js: JetStreamContext, fold: LiveFold,
+                 executor: Executor) -> None:
         self.settings, self.nc, self.js = settings, nc, js
         self.subjects = Subjects(settings.namespace)
-        self.fold = LiveFold(nc, js, self.subjects)
-        self.log = EventLog(nc, js, self.subjects)
+        self.fold, self.executor = fold, executor
         self.fold.listeners.append(self._on_event)
         self.cached: dict[str, set[str]] = defaultdict(set)
         self.last_seen: dict[tuple[str, str], datetime] = {}
@@ -78,7 +78,7 @@ class Scheduler:
                 self._open[key] = after
             else:
                 self._open.pop(key, None)
-            if isinstance(event, JobCompleted) and (name := cached_model(after.model)):
+            if isinstance(event, JobCompleted) and (name := cached_model(after.spec.model)):
                 self.cached[event.worker_id].add(name)
             elif isinstance(event, JobCanceled | JobTimeoutExtended):
                 self._notice(org, event, before)
@@ -143,7 +143,7 @@ class Scheduler:
             beat = msgspec.json.decode(msg.data, type=Heartbeat)
         except msgspec.DecodeError:
             return  # liveness is all a heartbeat must prove
-        j = self.fold.get(org, "job", beat.job_id) if beat.job_id and beat.run_id else None
+        j = self.fold.get(org, JOB, beat.job_id) if beat.job_id and beat.run_id else None
         run = j.run(beat.run_id) if j is not None and beat.run_id else None
         if run is not None and run.worker_id == wid and run.status != "in_progress":
             # Its agent missed the notice (sent before a restart of ours, or lost).
@@ -211,24 +211,24 @@ class Scheduler:
         return assigned
 
     async def _assign(self, j: JobState, w: WorkerState) -> bool:
-        run_id = f"run-{secrets.token_hex(8)}"
-        subject = self.subjects.job(j.org, j.id)
-        # Decide on the state the fold holds now, with the sequence it holds it at: ``j``
-        # comes from the pass's snapshot, and the fold may have moved on (say, to another
-        # scheduler's assignment) while earlier assignments of this pass were awaited.
-        j, expected = self.fold.get(j.org, "job", j.id), self.fold.last_subject_seq(subject)
-        if j is None or j.status != "pending":
+        # Decide on the state the fold holds now: ``j`` comes from the pass's snapshot,
+        # and the fold may have moved on (say, to another scheduler's assignment) while
+        # earlier assignments of this pass were awaited.
+        current = self.fold.get(j.org, JOB, j.id)
+        if current is None or current.status != "pending":
             return False
-        try:
-            events = job.decide(j, AssignJob(worker_id=w.id, run_id=run_id),
-                                datetime.now(UTC), ME)
-            await self.log.append(subject, events, expected_last_subject_seq=expected)
-        except ConcurrencyConflict:
-            return False  # another scheduler, or a change we have not folded yet
+        run_id = f"run-{secrets.token_hex(8)}"
+        try:  # not settled: the pass's next assignment is another job's
+            await self.executor.execute(j.org, JOB, j.id, AssignJob(worker_id=w.id, run_id=run_id),
+                                        ME, settle=False)
+        except Conflict as exc:  # another scheduler was first, or the job moved on
+            log.debug("scheduler.not_assigned", job=j.id, reason=str(exc))
+            return False
+        spec = current.spec
         assignment = Assignment(org=j.org, job_id=j.id, run_id=run_id, worker_id=w.id,
-                                script=j.script, docker_image=j.docker_image, model=j.model,
-                                params=j.params, timeout=j.timeout,
-                                secrets_seq=self.fold.kind_seq.get((j.org, "secret"), 0))
+                                script=spec.script, docker_image=spec.docker_image,
+                                model=spec.model, params=spec.params, timeout=spec.timeout,
+                                secrets_seq=self.fold.version(j.org, SECRET))
         try:
             await self.nc.publish(self.subjects.agent(j.org, w.id),
                                   msgspec.json.encode(assignment))
@@ -258,11 +258,12 @@ class Scheduler:
             limit = s.worker_lost_starting_s if w.status == "starting" else s.worker_lost_s
             seen = self.last_seen.get((w.org, w.id), w.updated_at)
             if now - max(seen, w.updated_at) > timedelta(seconds=limit):
-                await declare_lost(self.fold, self.log, w, list(self._open.values()), seen,
+                await declare_lost(self.executor, w, list(self._open.values()), seen,
                                    "no heartbeat", ME)
         for j in [*self._pending.values(), *self._open.values()]:
             run = j.open_run
-            if j.status in ("pending", "in_progress") and j.timeout and j.timeout <= now:
+            timeout = j.spec.timeout
+            if j.status in ("pending", "in_progress") and timeout and timeout <= now:
                 await self._job_decision(j, CancelJob(reason="timeout"))
             elif run is not None and run.started_at is None and (
                     now - run.created_at > timedelta(seconds=s.run_start_timeout_s)):
@@ -270,5 +271,9 @@ class Scheduler:
                     run_id=run.id, worker_id=run.worker_id, run_status="failed",
                     reason="the worker did not start the run in time"))
 
-    async def _job_decision(self, j: JobState, cmd: Any) -> None:
-        await decide_and_append(self.fold, self.log, j.org, "job", j.id, job.decide, cmd, ME)
+    async def _job_decision(self, j: JobState, cmd: JobCommand) -> None:
+        try:
+            await self.executor.execute(j.org, JOB, j.id, cmd, ME)
+        except Conflict as exc:  # the job moved on meanwhile (ended, canceled, reassigned)
+            log.info("scheduler.decision_skipped", job=j.id, command=type(cmd).__name__,
+                     reason=str(exc))

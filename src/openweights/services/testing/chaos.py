@@ -22,7 +22,6 @@ import asyncpg
 from openweights.errors import OpenWeightsError
 from openweights.replay import verify
 from openweights.sdk.client import AsyncOpenWeights
-from openweights.sdk.live import wait_job
 from openweights.services.testing.processes import ProcessStack
 from openweights.subjects import Subjects
 
@@ -109,7 +108,7 @@ async def _soak(stack: ProcessStack, plan: ChaosPlan, report: ChaosReport) -> No
 
     async def submit(i: int) -> None:
         try:
-            job = await aow.jobs._submit(
+            job = await aow.jobs.submit(
                 id_prefix="chaos", script=script_for(kinds[i], plan.metrics_per_job),
                 docker_image="chaos", params={"i": i, "kind": kinds[i]}, requires_vram_gb=0)
         except OpenWeightsError as exc:
@@ -121,7 +120,7 @@ async def _soak(stack: ProcessStack, plan: ChaosPlan, report: ChaosReport) -> No
         if kinds[i] == "cancel":
             await _cancel_later(aow, job.id, rng.uniform(*plan.cancel_after_s), acks, errors)
         try:
-            outcome[i] = await wait_job(aow, job.id, plan.deadline_s)
+            outcome[i] = await aow.jobs.wait(job.id, plan.deadline_s)
         except (OpenWeightsError, TimeoutError) as exc:
             errors[type(exc).__name__] += 1
 
@@ -159,7 +158,7 @@ async def _cancel_later(aow: AsyncOpenWeights, job_id: str, after: float,
             await started.wait()
         await anyio.sleep(after)  # the job's intended run time before its cancel
         try:
-            await aow.jobs._cancel(job_id)
+            await aow.jobs.cancel(job_id)
             acks.append((job_id, t.last_reply_seq))
         except OpenWeightsError as exc:
             errors[type(exc).__name__] += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -23,7 +24,7 @@ DATABASE = "openweights"
 
 class ProcessStack:
     def __init__(self, home: Path, services: tuple[str, ...] = ALL_SERVICES,
-                 **overrides: object) -> None:
+                 **overrides: Any) -> None:
         from openweights.cli.up import Child
 
         self.home = home
@@ -70,7 +71,6 @@ class ProcessStack:
                         child.start(str(self.home))
                 time.sleep(0.2)  # a supervisor's polling period
 
-        self._held: set[str] = set()
         threading.Thread(target=loop, name="ow-supervisor", daemon=True).start()
 
     def kill(self, name: str) -> None:

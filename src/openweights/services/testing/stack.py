@@ -10,27 +10,31 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AsyncExitStack, contextmanager, suppress
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 
 from openweights.bootstrap import prepare
+from openweights.clock import Clock, utc_now
 from openweights.config import Settings
+from openweights.services.runtime import Compose, nats_connection
 
 
-def _factories() -> dict[str, Callable[[Settings, Any, Any], Any]]:
-    from openweights.services.api.service import ApiService
-    from openweights.services.projector.projector import Projector
+def _composers() -> dict[str, Compose]:
+    from openweights.services.api.bootstrap import compose as api
+    from openweights.services.projector.bootstrap import compose as projector
     from openweights.services.provisioner.backends.local import LocalBackend
-    from openweights.services.provisioner.provisioner import Provisioner
-    from openweights.services.scheduler.scheduler import Scheduler
+    from openweights.services.provisioner.bootstrap import compose as provisioner_of
+    from openweights.services.scheduler.bootstrap import compose as scheduler
 
-    def provisioner(settings: Settings, nc: Any, js: Any) -> Provisioner:
-        return Provisioner(settings, nc, js, LocalBackend(settings, stop_grace_s=10))
+    async def provisioner(settings: Settings, stack: AsyncExitStack, nc: Any, js: Any,
+                          clock: Clock) -> Any:
+        return await provisioner_of(settings, stack, nc, js, clock,
+                                    backend=LocalBackend(settings, stop_grace_s=10))
 
-    return {"projector": Projector, "api": ApiService, "scheduler": Scheduler,
+    return {"projector": projector, "api": api, "scheduler": scheduler,
             "provisioner": provisioner}
 
 
@@ -39,73 +43,80 @@ ALL_SERVICES = ("projector", "api", "scheduler", "provisioner")
 
 @contextmanager
 def services_thread(settings: Settings, names: tuple[str, ...] = ("projector", "api"),
-                    extra: Callable[[Settings, Any, Any], Any] | None = None) -> Iterator[None]:
-    """Start ``names`` (and ``extra``) on a prepared stack; stop them on exit."""
-    ready = threading.Event()
-    failure: list[BaseException] = []
-    stop: list[Callable[[], None]] = []
+                    extra: Compose | None = None, *,
+                    clock: Clock = utc_now) -> Iterator[None]:
+    """Start ``names`` (and ``extra``, composed like them) on a prepared stack, built by
+    their own composition roots and deciding with ``clock``; stop them on exit, in
+    reverse order."""
+    composers = _composers()
+    chosen = [composers[name] for name in names] + ([extra] if extra is not None else [])
+    services = _ThreadedServices(settings, chosen, clock)
+    thread = threading.Thread(target=services.target, name="ow-services", daemon=True)
+    thread.start()
+    services.ready.wait(60)
+    if services.failure:
+        raise services.failure[0]
+    try:
+        yield
+    finally:
+        if services.stop:
+            # A service that died ended the loop already: raise its error, below.
+            with suppress(anyio.RunFinishedError):
+                services.stop[0]()
+        thread.join(30)
+        # The services ran on asyncio (see target); this thread runs no event loop.
+        if services.failure and not isinstance(services.failure[0], asyncio.CancelledError):
+            raise services.failure[0]
 
-    async def main() -> None:
-        from openweights.services.runtime import nats_connection
 
-        await prepare(settings)
-        async with nats_connection(settings, "test-services") as (nc, js):
-            factories = _factories()
-            services = [factories[name](settings, nc, js) for name in names]
-            if extra is not None:
-                services.append(extra(settings, nc, js))
-            scopes: list[anyio.CancelScope] = []
-            done: list[anyio.Event] = []
+class _ThreadedServices:
+    def __init__(self, settings: Settings, composers: list[Compose], clock: Clock) -> None:
+        self.settings, self.composers, self.clock = settings, composers, clock
+        self.ready = threading.Event()
+        self.failure: list[BaseException] = []
+        self.stop: list[Callable[[], None]] = []
+
+    def target(self) -> None:
+        try:
+            anyio.run(self._main, backend="asyncio")
+        except BaseException as exc:  # surfaced to the test by services_thread
+            self.failure.append(exc)
+        finally:
+            self.ready.set()
+
+    async def _main(self) -> None:
+        await prepare(self.settings)
+        async with nats_connection(self.settings, "test-services") as (nc, js):
+            scopes: list[tuple[anyio.CancelScope, anyio.Event]] = []
             async with anyio.create_task_group() as tg:
-                for service in services:
+                for compose in self.composers:
                     scope, finished = anyio.CancelScope(), anyio.Event()
-                    scopes.append(scope)
-                    done.append(finished)
-                    await tg.start(_run, service, scope, finished)
+                    scopes.append((scope, finished))
+                    await tg.start(self._run, compose, nc, js, scope, finished)
                 stopped = anyio.Event()
 
                 async def stop_in_reverse() -> None:
                     # Like `ow up`: the provisioner first (its agents still reach the api).
-                    for scope, finished in zip(reversed(scopes), reversed(done), strict=True):
+                    for scope, finished in reversed(scopes):
                         scope.cancel()
                         await finished.wait()
                     stopped.set()
 
                 token = anyio.lowlevel.current_token()
-                stop.append(lambda: anyio.from_thread.run_sync(
-                    lambda: tg.start_soon(stop_in_reverse), token=token))
-                ready.set()
+
+                def stop_soon() -> None:
+                    tg.start_soon(stop_in_reverse)
+
+                self.stop.append(lambda: anyio.from_thread.run_sync(stop_soon, token=token))
+                self.ready.set()
                 await stopped.wait()
 
-    async def _run(service: Any, scope: anyio.CancelScope, finished: anyio.Event, *,
-                   task_status: TaskStatus[None]) -> None:
+    async def _run(self, compose: Compose, nc: Any, js: Any, scope: anyio.CancelScope,
+                   finished: anyio.Event, *, task_status: TaskStatus[None]) -> None:
         try:
             with scope:
-                await service.run(task_status=task_status)
+                async with AsyncExitStack() as stack:
+                    service = await compose(self.settings, stack, nc, js, self.clock)
+                    await service.run(task_status=task_status)
         finally:
             finished.set()
-
-    def target() -> None:
-        try:
-            anyio.run(main, backend="asyncio")
-        except BaseException as exc:  # surfaced to the test below
-            failure.append(exc)
-        finally:
-            ready.set()
-
-    thread = threading.Thread(target=target, name="ow-services", daemon=True)
-    thread.start()
-    ready.wait(60)
-    if failure:
-        raise failure[0]
-    try:
-        yield
-    finally:
-        if stop:
-            # A service that died ended the loop already: raise its error, below.
-            with suppress(anyio.RunFinishedError):
-                stop[0]()
-        thread.join(30)
-        # The services ran on asyncio (see target); this thread runs no event loop.
-        if failure and not isinstance(failure[0], asyncio.CancelledError):
-            raise failure[0]

@@ -19,6 +19,7 @@ import anyio
 from openweights.adapters.embedded import die_with_parent
 from openweights.config import Settings, settings_env
 from openweights.hardware import vram_gb
+from openweights.procs import pid_alive
 from openweights.services.provisioner.port import MachineSpec, MachineStartFailed
 
 
@@ -47,21 +48,19 @@ class LocalBackend:
         return [self.hardware] if (required_vram_gb or 0) <= self.vram else []
 
     async def start(self, spec: MachineSpec) -> str:
-        self.logs.mkdir(parents=True, exist_ok=True)
         env = dict(agent_env(self.settings), **spec.env, OW_WORKER_ID=spec.worker_id,
                    OW_DOCKER_IMAGE=spec.docker_image, OW_MANAGED="1")
         log_path: Path = self.logs / f"{spec.worker_id}.log"
-
-        def spawn() -> subprocess.Popen[bytes]:
-            with open(log_path, "ab") as out:
-                return subprocess.Popen([sys.executable, "-m", "openweights.services.agent"],
-                                        env=env,
-                                        stdout=out, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True,
-                                        preexec_fn=die_with_parent)
-
+        # Spawned on the loop's own thread (a few milliseconds, once per machine): the
+        # agent's parent-death signal fires when the *thread* that started it exits, and
+        # a worker thread of anyio's pool is retired when idle.
         try:
-            proc = await anyio.to_thread.run_sync(spawn)
+            self.logs.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "ab") as out:
+                proc = subprocess.Popen(  # noqa: ASYNC220 - on purpose, see above
+                    [sys.executable, "-m", "openweights.services.agent"], env=env,
+                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True, preexec_fn=die_with_parent)
         except OSError as exc:
             raise MachineStartFailed(f"cannot start a local agent: {exc}") from exc
         self.procs[proc.pid] = proc
@@ -94,21 +93,15 @@ class LocalBackend:
                 return True
             self.procs.pop(pid, None)
             return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return not _zombie(pid)
+        return pid_alive(pid)
 
     async def close(self) -> None:
         """Stop every agent this backend started: SIGTERM, then SIGKILL after the grace."""
         for pid in list(self.procs):
             await self.stop(f"local-{pid}")
         with anyio.move_on_after(self.stop_grace_s):
-            for proc in list(self.procs.values()):
-                await anyio.to_thread.run_sync(proc.wait)
+            for proc in list(self.procs.values()):  # a wait the grace's end can abandon
+                await anyio.to_thread.run_sync(proc.wait, abandon_on_cancel=True)
         for pid, proc in list(self.procs.items()):
             if proc.poll() is None:
                 await self.kill(f"local-{pid}")
@@ -127,11 +120,3 @@ def agent_env(settings: Settings) -> dict[str, str]:
     env.update({k: v for k, v in settings_env(settings).items() if k not in _SERVICE_ONLY})
     env["OW_NATS_URL"] = settings.client_nats_url or settings.nats_url or ""
     return env
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return False
