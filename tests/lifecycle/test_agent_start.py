@@ -13,7 +13,7 @@ import nats
 from openweights.api.protocol import Assignment
 from openweights.events import JobCompleted, RunStarted
 from openweights.secretbox import new_key
-from openweights.services.agent.agent import QUICK_JOB_S
+from openweights.services.agent.runs import QUICK_JOB_S
 from openweights.services.testing.stack import services_thread
 from openweights.subjects import Subjects
 

@@ -15,16 +15,11 @@ from typing import Any
 import anyio
 import pytest
 
-from openweights.services.agent.process import (
-    LineSplitter,
-    OnLine,
-    ProcessOutcome,
-    WarmShell,
-    build_job_env,
-    collect_uploads,
-    run_job_process,
-    watch_children_with_pidfd,
-)
+from openweights.services.agent.job_io import build_job_env, collect_uploads
+from openweights.services.agent.output import LineSplitter, OnLine
+from openweights.services.agent.process import ProcessOutcome, run_job_process
+from openweights.services.agent.spawn import watch_children_with_pidfd
+from openweights.services.agent.warm_shell import WarmShell
 
 pytestmark = pytest.mark.anyio
 
@@ -197,7 +192,7 @@ async def test_leftover_background_processes_die_with_the_job(tmp_path: Path) ->
 async def test_a_process_that_left_the_group_cannot_hold_the_job_open(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("openweights.services.agent.process._DRAIN_S", 0.1)
+    monkeypatch.setattr("openweights.services.agent.output._DRAIN_S", 0.1)
     # setsid puts the sleeper in its own group, out of our reach, still holding the pipe;
     # the job ends only once the pid file shows the escape happened.
     command = "setsid sh -c 'echo $$ > pid; exec sleep 30' & until [ -s pid ]; do sleep 0.01; done"

@@ -18,7 +18,7 @@ from openweights.config import Settings
 from openweights.logs import configure_logging
 from openweights.services.agent.agent import Agent
 from openweights.services.agent.gpu import HardwareInfo, detect_hardware
-from openweights.services.agent.process import watch_children_with_pidfd
+from openweights.services.agent.spawn import watch_children_with_pidfd
 from openweights.stack import resolve
 
 

@@ -17,6 +17,7 @@ import msgspec
 
 from openweights.errors import OpenWeightsError
 from openweights.hardware import GPU_VRAM_GB, short_name_for_device
+from openweights.procs import pid_exists
 
 __all__ = [
     "APPS_QUERY", "GPU_QUERY", "ComputeApp", "ForeignGpuHolder", "GpuReading",
@@ -232,23 +233,14 @@ async def reclaim_gpu(
     """
     spared = {os.getpid(), os.getppid(), *own_pids}
     holders = sorted({app.pid for app in await compute_apps(smi)} - spared)
-    foreign = [pid for pid in holders if not _pid_visible(pid)]
+    # Existence, not liveness: a zombie holder is in our namespace (ours to kill), not foreign.
+    foreign = [pid for pid in holders if not pid_exists(pid)]
     if foreign:
         raise ForeignGpuHolder(f"GPU held by processes outside this PID namespace: {foreign}")
     for pid in holders:
         _kill(pid)
     await _wait_memory_free(smi, min_free_fraction, timeout_s, poll_interval_s)
     return holders
-
-
-def _pid_visible(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _kill(pid: int) -> None:
