@@ -24,11 +24,11 @@ import nats
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import servers
 
+from openweights import AsyncOpenWeights, OpenWeights
 from openweights.adapters.postgres.db import connect
 from openweights.adapters.projected import ProjectionWatcher
 from openweights.config import Settings
 from openweights.logs import configure_logging
-from openweights.sdk.client import AsyncOpenWeights, OpenWeights
 from openweights.services.testing.stack import services_thread
 from openweights.subjects import Subjects
 
@@ -78,12 +78,12 @@ def log_events(settings: Settings, n: int, blocking: bool) -> tuple[float, float
 
     async def run() -> tuple[float, float, int]:
         aow = AsyncOpenWeights(settings=settings)
-        await aow.run._log({"warmup": 0})
-        await aow.run._flush()
+        await aow.run.log({"warmup": 0})
+        await aow.run.flush()
         started = time.perf_counter()
         for i in range(n):
-            await aow.run._log({"step": i, "loss": 1.0 / (i + 1), "lr": 1e-4})
-        await aow.run._flush()
+            await aow.run.log({"step": i, "loss": 1.0 / (i + 1), "lr": 1e-4})
+        await aow.run.flush()
         appended = time.perf_counter() - started
         last = aow.transport.seen_seq
         await aow.close()

@@ -21,7 +21,7 @@ Measured in every run, for each N:
                 is `echo "$OPENWEIGHTS_JOB_ID"` (a shell builtin: no process beyond the
                 job's own `sh`, which the agent spawned ahead of the assignment, as it
                 does for every job: `WarmShell`; procrastinate's task spawns its `sh`
-                when it runs). Latency = client clock before `jobs._submit` -> the
+                when it runs). Latency = client clock before `jobs.submit` -> the
                 bench receives that output line (agent reads the pipe, publishes on
                 `<ns>log.<org>.…`): an upper bound of "submit -> process started"
                 by one NATS hop. Also shown, where the time goes: -> the `at` of
@@ -414,8 +414,8 @@ class Ours:
         return out
 
     async def submit(self, client: AsyncOpenWeights, prefix: str, i: int, script: str) -> str:
-        job = await client.jobs._submit(id_prefix=prefix, script=script, docker_image=IMAGE,
-                                        params={"i": i}, requires_vram_gb=0)
+        job = await client.jobs.submit(id_prefix=prefix, script=script, docker_image=IMAGE,
+                                       params={"i": i}, requires_vram_gb=0)
         return str(job.id)
 
     async def pickup(self, run: int, samples: int, warm: int,

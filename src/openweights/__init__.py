@@ -6,12 +6,17 @@ Nothing here connects at import time; the SDK names are loaded lazily so that
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers see; at run time the names load on first use
+    from openweights.sdk.blocking import OpenWeights
+    from openweights.sdk.client import AsyncOpenWeights
+    from openweights.sdk.custom import Jobs, register
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "OpenWeights": "openweights.sdk.client",
+    "OpenWeights": "openweights.sdk.blocking",
     "AsyncOpenWeights": "openweights.sdk.client",
     "Jobs": "openweights.sdk.custom",
     "register": "openweights.sdk.custom",

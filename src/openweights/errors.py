@@ -107,6 +107,14 @@ class PayloadTooLarge(InvalidRequest):
     code = "too_large"
 
 
+class NotConnected(OpenWeightsError, RuntimeError):
+    """The async client knows its organization once connected: ``await aow.connect()``
+    (or make any call) before reading ``organization_id``, ``org_name`` or ``hf_org``."""
+
+    code = "not_connected"
+    hint = "await aow.connect() first"
+
+
 class SecretKeyMissing(OpenWeightsError):
     """No key to encrypt secrets with: set OW_SECRET_KEY (`ow up` creates one locally)."""
 
@@ -119,7 +127,7 @@ BY_CODE: dict[str, type[OpenWeightsError]] = {
     for cls in (
         OpenWeightsError, InvalidRequest, NotFound, Conflict, IllegalTransition, Fenced,
         ConcurrencyConflict, Forbidden, AuthenticationError, Unavailable, StackUnavailable,
-        PayloadTooLarge, SecretKeyMissing,
+        PayloadTooLarge, SecretKeyMissing, NotConnected,
     )
 }
 

@@ -82,14 +82,14 @@ def test_unknown_and_mistyped_params(ow: OpenWeights, finetune: type[Jobs],
     with pytest.raises(InvalidRequest, match="lerning_rate"):
         ow.finetune.create(lr=0.1, lerning_rate=0.2)  # a typo must not pass silently
     with pytest.raises(InvalidRequest, match="requires_vram_gb"):
-        ow.call(ow.jobs._submit(id_prefix="x", script="s", docker_image="i",
-                                requires_vram_gb="lots"))
+        ow.jobs.submit(id_prefix="x", script="s", docker_image="i",
+                       requires_vram_gb="lots")  # type: ignore[arg-type]
     with pytest.raises(InvalidRequest, match="requires_vram_gb"):
         ow.finetune.create(lr=0.1, requires_vram_gb=-1)
     with pytest.raises(InvalidRequest, match="job type"):
-        ow.call(ow.jobs._submit(id_prefix="x", type="nope", script="s", docker_image="i"))
+        ow.jobs.submit(id_prefix="x", type="nope", script="s", docker_image="i")
     with pytest.raises(InvalidRequest, match="script"):
-        ow.call(ow.jobs._submit(id_prefix="x", script="  ", docker_image="i"))
+        ow.jobs.submit(id_prefix="x", script="  ", docker_image="i")
     with pytest.raises(InvalidRequest, match="status"):
         ow.jobs.list(status="running")
     with pytest.raises(InvalidRequest, match="limit"):
@@ -143,8 +143,8 @@ def test_unknown_file_ids_and_hardware(ow: OpenWeights, finetune: type[Jobs],
     with pytest.raises(InvalidRequest, match=UNKNOWN_FILE):
         ow.finetune.create(lr=0.1, training_file=UNKNOWN_FILE)
     with pytest.raises(InvalidRequest, match=UNKNOWN_FILE):  # nested anywhere in params
-        ow.call(ow.jobs._submit(id_prefix="x", script="s", docker_image="i",
-                                params={"data": {"files": ["a", UNKNOWN_FILE]}}))
+        ow.jobs.submit(id_prefix="x", script="s", docker_image="i",
+                       params={"data": {"files": ["a", UNKNOWN_FILE]}})
     for hardware in (["1x NOPE"], ["H100S"], ["2x"], ["1x H100S", "3x B300X"]):
         with pytest.raises(InvalidRequest):
             ow.finetune.create(lr=0.1, allowed_hardware=hardware)

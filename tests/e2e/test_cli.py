@@ -17,14 +17,14 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from openweights import OpenWeights
-from openweights.adapters.nats.eventlog import EventLog
+from openweights.adapters.nats.eventlog import JetStreamEventLog
 from openweights.cli.main import app
 from openweights.config import Settings
 from openweights.domain import job
+from openweights.domain.aggregates import JOB
 from openweights.domain.commands import AssignJob, CompleteRun, StartRun, SubmitJob
-from openweights.events import Actor, Event, RunEventLogged
-from openweights.sdk.logs import follow_logs
-from openweights.sdk.models import Job
+from openweights.events import Actor, Event, JobSpec, RunEventLogged
+from openweights.sdk.sync_models import Job
 from openweights.subjects import Subjects
 
 ORG = "default"
@@ -57,8 +57,8 @@ def read_lines(proc: subprocess.Popen[str], n: int) -> list[str]:
 
 
 def submit(ow: OpenWeights, n: int) -> Job:
-    return ow.jobs._c.call(ow.jobs._submit(id_prefix="customjob", script="echo hi",
-                                           docker_image="img", params={"n": n}))
+    return ow.jobs.submit(id_prefix="customjob", script="echo hi", docker_image="img",
+                          params={"n": n})
 
 
 class FakeAgent:
@@ -69,16 +69,16 @@ class FakeAgent:
         self.ow, self.job_id, self.run_id = ow, job_id, f"run-{job_id}-1"
         self.subjects = Subjects(stack.namespace)
         self.nc = ow.call(ow.transport.connect())
-        self.log = EventLog(self.nc, self.nc.jetstream(), self.subjects)
+        self.log = JetStreamEventLog(self.nc, self.nc.jetstream(), self.subjects)
         self.state: job.JobState | None = None
         self.by = Actor("agent", "w1")
-        self.decide(SubmitJob(job_id=job_id, org=ORG, type="custom", model="org/m", params={},
-                              script="python train.py", docker_image="img",
-                              requires_vram_gb=0, allowed_hardware=None))
+        self.decide(SubmitJob(job_id=job_id, org=ORG, spec=JobSpec(
+            type="custom", model="org/m", params={}, script="python train.py",
+            docker_image="img", requires_vram_gb=0, allowed_hardware=None)))
 
     def decide(self, cmd: Any) -> None:
         events = job.decide(self.state, cmd, datetime.now(UTC), self.by)
-        self.state = job.fold(events, self.state)
+        self.state = JOB.fold(events, self.state)
         self._append(self.subjects.job(ORG, self.job_id), events)
 
     def _append(self, subject: str, events: list[Event]) -> None:
@@ -227,16 +227,16 @@ def test_follow_logs_merges_stored_and_live_lines_once(stack: Settings,
     agent = FakeAgent(ow, stack, "customjob-follow")
     agent.start()
     agent.print("stored\n")
-    lines = follow_logs(ow, agent.run_id)
-    assert ow.call(anext(lines)) == "stored\n"
+    lines = ow.runs.follow_logs(agent.run_id)
+    assert next(lines) == "stored\n"
     agent.print("live 1\n")  # subscribed by now: these arrive live (and are not stored twice)
     agent.print("live 2\n")
-    assert ow.call(anext(lines)) == "live 1\n"
+    assert next(lines) == "live 1\n"
     agent.complete()
     rest: list[str] = []
-    with pytest.raises(StopAsyncIteration):
+    with pytest.raises(StopIteration):
         while True:
-            rest.append(ow.call(anext(lines)))
+            rest.append(next(lines))
     assert rest == ["live 2\n"]
 
 

@@ -82,7 +82,7 @@ def test_same_spec_same_job_appends_nothing(ow: OpenWeights, stack: Settings,
     again = ow.train.create(n=1)
     assert again.id == job.id and again.status == "pending"
     assert placement(again) == placement(job)
-    assert audit(stack, job.id) == ["job.submitted/1"]
+    assert audit(stack, job.id) == ["job.submitted/2"]
     assert [j.id for j in ow.jobs.list()] == [job.id]
 
 
@@ -103,7 +103,7 @@ async def test_concurrent_identical_submissions_make_one_job(stack: Settings,
             await client.close()
     assert len(set(ids)) == 1 and len(ids) == 8
     rows = await history(stack, stack.default_org, "job", ids[0])
-    assert [r["event"] for r in rows] == ["job.submitted/1"]
+    assert [r["event"] for r in rows] == ["job.submitted/2"]
 
 
 @pytest.mark.parametrize("ending", ["failed", "canceled"])
@@ -124,7 +124,7 @@ def test_ended_badly_is_reset_with_outputs_cleared(ow: OpenWeights, stack: Setti
     got = ow.jobs.retrieve(job.id)
     assert (got.status, got.outputs, got.worker_id) == ("pending", {}, None)
     assert placement(got) == placement(job)
-    assert audit(stack, job.id)[-1] == "job.reset/1"
+    assert audit(stack, job.id)[-1] == "job.reset/2"
 
     drive(ow, stack, job.id, *start("run-2"))  # a new run later
     runs = ow.runs.list(job_id=job.id)
@@ -149,7 +149,7 @@ def test_pending_returned_as_is_or_updated_in_place(ow: OpenWeights, stack: Sett
         "pending", "python3 train.py 3", ["2x H100S"])
     assert (got.docker_image, got.requires_vram_gb) == ("img:1", 0)
     assert got.created_at == job.created_at
-    assert audit(stack, job.id) == ["job.submitted/1", "job.requirements_changed/1",
+    assert audit(stack, job.id) == ["job.submitted/2", "job.requirements_changed/1",
                                     "job.requirements_changed/1"]
 
 
@@ -165,7 +165,7 @@ def test_in_progress_keeps_running_with_new_requirements(ow: OpenWeights, stack:
     assert (got.status, got.requires_vram_gb, got.docker_image) == ("in_progress", 40, "img:2")
     assert [r.id for r in got.runs] == ["run-1"]
     rows = anyio.run(history, stack, stack.default_org, "job", job.id)
-    assert [r["event"] for r in rows] == ["job.submitted/1", "job.assigned/1", "run.started/1",
+    assert [r["event"] for r in rows] == ["job.submitted/2", "job.assigned/1", "run.started/1",
                                           "job.requirements_changed/1"]
     assert rows[-1]["changes"]["requires_vram_gb"] == 40
     assert rows[-1]["changes"]["docker_image"] == "img:2"

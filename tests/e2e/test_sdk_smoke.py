@@ -11,8 +11,8 @@ def test_upload_submit_retrieve(ow: OpenWeights, tmp_path: Path) -> None:
     f = ow.files.upload(data, purpose="conversations")
     assert f["id"].startswith("conversations:file-")
     assert ow.files.content(f["id"]) == data.read_bytes()
-    job = ow.jobs._c.call(ow.jobs._submit(id_prefix="customjob", script="echo hi",
-                                          docker_image="img", params={"training_file": f["id"]}))
+    job = ow.jobs.submit(id_prefix="customjob", script="echo hi", docker_image="img",
+                         params={"training_file": f["id"]})
     assert job.status == "pending"
     again = ow.jobs.retrieve(job.id)
     assert again.id == job.id and again.params["training_file"] == f["id"]

@@ -249,7 +249,7 @@ class Lab:
         self._n += 1
         spec = {"id_prefix": "lifecycle", "params": {"n": self._n, "dir": str(self.tmp)},
                 "script": script, "docker_image": image, **fields}
-        return self.ow.call(self.ow.jobs._submit(**spec))
+        return self.ow.jobs.submit(**spec)
 
     def submit_many(self, scripts: list[str], *, image: str = "dev",
                     concurrency: int = 32) -> list[Any]:
@@ -258,7 +258,7 @@ class Lab:
 
         async def one(i: int, script: str, out: list[Any]) -> None:
             async with limit:
-                out[i] = await self.ow.jobs._submit(
+                out[i] = await self.ow.aio.jobs.submit(
                     id_prefix="lifecycle", params={"n": first + i + 1, "dir": str(self.tmp)},
                     script=script, docker_image=image)
 

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,14 @@ from typer.testing import CliRunner, Result
 
 from openweights import OpenWeights, tokens
 from openweights.adapters.embedded import EmbeddedNats
-from openweights.adapters.nats.eventlog import EventLog
+from openweights.adapters.nats.eventlog import JetStreamEventLog
 from openweights.adapters.nats.reader import StoredMessage, read_stream
 from openweights.adapters.nats.server_config import NatsAuthConfig
 from openweights.bootstrap import create_organization
 from openweights.cli.main import app
 from openweights.config import Settings
 from openweights.domain import job, token
+from openweights.domain.aggregates import JOB
 from openweights.domain.commands import AssignJob, CreateToken, StartRun
 from openweights.errors import AuthenticationError
 from openweights.events import Actor, decode
@@ -66,6 +67,19 @@ async def _sql(url: str, sql: str) -> None:
         await conn.close()
 
 
+class MovableClock:
+    """The services' clock: real time plus what a test moved it by (token expiry)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+
 @dataclass
 class World:
     server: EmbeddedNats
@@ -74,6 +88,7 @@ class World:
     home: Path
     tokens: dict[str, str] = field(default_factory=dict)  # "a_admin" -> "ow_..."
     clients: list[OpenWeights] = field(default_factory=list)
+    clock: MovableClock = field(default_factory=MovableClock)
 
     @property
     def ns(self) -> str:
@@ -108,7 +123,7 @@ class World:
                       expected: int | None) -> int:
         nc = await nats.connect(self.settings.nats_url, allow_reconnect=False)
         try:
-            log = EventLog(nc, nc.jetstream(), self.subjects)
+            log = JetStreamEventLog(nc, nc.jetstream(), self.subjects)
             ack = await log.append(self.subjects.aggregate(org, kind, agg_id), events,
                                    expected_last_subject_seq=expected)
             return ack.seq
@@ -134,7 +149,7 @@ class World:
         now, by = datetime.now(UTC), Actor("agent", worker_id)
         events = job.decide(job_state, AssignJob(worker_id=worker_id, run_id=run_id), now, by)
         if start:
-            after = job.fold(events, job_state)
+            after = JOB.fold(events, job_state)
             events += job.decide(after, StartRun(run_id=run_id, worker_id=worker_id), now, by)
         anyio.run(self._append, org, "job", job_state.id, events, None)
 
@@ -152,7 +167,7 @@ class World:
                                   filter_subjects=[self.subjects.job(org, job_id)])
             finally:
                 await nc.close()
-            return job.fold(events)
+            return JOB.fold(events)
         return anyio.run(read)
 
     def wait_usable(self, plain: str) -> None:
@@ -193,7 +208,7 @@ def open_world(server: EmbeddedNats, postgres_url: str, home: Path) -> Iterator[
                                request_timeout_s=3.0)
     world = World(server, settings, client_settings, home)
     try:
-        with services_thread(settings, ("projector", "api")):
+        with services_thread(settings, ("projector", "api"), clock=world.clock):
             for org, name in ((A, "a_admin"), (B, "b_admin")):
                 made = anyio.run(create_organization, settings, org, f"org {org}")
                 world.tokens[name] = made["token"]
@@ -294,10 +309,10 @@ def populate(world: World, tmp: Path) -> Data:
     file_b = b.files.upload(path, "blob")["id"]
     file_a = a.files.upload(path, "blob")["id"]
     assert file_a != file_b  # the same bytes in two orgs: two ids
-    job_b = b.call(b.jobs._submit(id_prefix="bjob", script="echo b", docker_image="img",
-                                  params={"mount": file_b, "marker": marker})).id
-    job_a = a.call(a.jobs._submit(id_prefix="ajob", script="echo a", docker_image="img",
-                                  params={"mount": file_a})).id
+    job_b = b.jobs.submit(id_prefix="bjob", script="echo b", docker_image="img",
+                          params={"mount": file_b, "marker": marker}).id
+    job_a = a.jobs.submit(id_prefix="ajob", script="echo a", docker_image="img",
+                          params={"mount": file_a}).id
     worker_token = world.worker_token(B, "wB")
     wb = world.ow(worker_token)
     wb.call(wb.transport.call("agent.register", worker_id="wB", docker_image="img",
@@ -315,12 +330,8 @@ def populate(world: World, tmp: Path) -> Data:
         await nc.close()
 
     anyio.run(log_line)
-    from openweights.sdk.logs import read_logs
-
-    async def b_logs() -> list[tuple[int, str]]:
-        return [x async for x in read_logs(b, "run-b1")]
-
-    assert retry(lambda: b.call(b_logs()) or 1 / 0, "B's log line")[0][1].startswith(marker)
+    assert retry(lambda: list(b.runs.read_logs("run-b1")) or 1 / 0,
+                 "B's log line")[0][1].startswith(marker)
     begun = b.call(b.transport.call("files.upload.begin", filename="open.bin", purpose="blob"))
     token_b_user = b.tokens.create("b user")["id"]
     # B sees all of it: these ids exist.

@@ -18,7 +18,6 @@ import pytest
 from openweights import AsyncOpenWeights, OpenWeights
 from openweights.api import protocol
 from openweights.errors import Forbidden, InvalidRequest, NotFound, OpenWeightsError
-from openweights.sdk.logs import follow_logs, read_logs
 from tests.tenancy.conftest import Data, World
 
 TOKENS = ["a_admin", "a_user"]
@@ -47,13 +46,6 @@ def _call(ow: OpenWeights, endpoint: str, **fields: Any) -> Any:
     return ow.call(ow.transport.call(endpoint, **fields))
 
 
-async def _first(agen: Any) -> Any:
-    try:
-        return await anext(agen)
-    finally:
-        await agen.aclose()
-
-
 Call = Callable[[OpenWeights, str, Data, Path], Any]
 
 # (name, which of B's ids it takes, the call)
@@ -69,8 +61,8 @@ CALLS: list[tuple[str, str, Call]] = [
      lambda ow, i, d, p: _raw(ow, "files.upload.abort", i, d.instance_b,
                               protocol.encoder.encode(protocol.UploadAbort(upload_id=i)))),
     ("jobs.submit(params=B's file)", "file",
-     lambda ow, i, d, p: ow.call(ow.jobs._submit(id_prefix="x", script="s", docker_image="i",
-                                                 params={"mount": i}))),
+     lambda ow, i, d, p: ow.jobs.submit(id_prefix="x", script="s", docker_image="i",
+                                        params={"mount": i})),
     ("jobs.retrieve", "job", lambda ow, i, d, p: ow.jobs.retrieve(i)),
     ("jobs.cancel", "job", lambda ow, i, d, p: ow.jobs.cancel(i)),
     ("jobs.restart", "job", lambda ow, i, d, p: ow.jobs.restart(i)),
@@ -78,7 +70,7 @@ CALLS: list[tuple[str, str, Call]] = [
     ("jobs.wait", "job", lambda ow, i, d, p: ow.jobs.wait(i, timeout=5)),
     ("runs.retrieve", "run", lambda ow, i, d, p: ow.runs.retrieve(i)),
     ("events.subscribe", "job", lambda ow, i, d, p: next(iter(ow.events.subscribe(i)))),
-    ("logs.follow", "run", lambda ow, i, d, p: ow.call(_first(follow_logs(ow, i)))),
+    ("logs.follow", "run", lambda ow, i, d, p: next(ow.runs.follow_logs(i))),
     ("run.log", "run", lambda ow, i, d, p: _call(ow, "run.log", run_id=i,
                                                  events=[{"loss": 1.0}])),
     ("run.script.end", "run",
@@ -150,9 +142,6 @@ def test_lists_and_queries_hold_nothing_of_b(populated: tuple[World, Data], who:
     ow = world.ow(who)
     results: dict[str, Any] = {}
 
-    async def logs(run_id: str) -> list[Any]:
-        return [x async for x in read_logs(ow, run_id)]
-
     jobs = ow.jobs.list(limit=1000)
     assert d.job_a in [j.id for j in jobs]
     assert {j.organization_id for j in jobs} == {"orgA"}
@@ -170,7 +159,7 @@ def test_lists_and_queries_hold_nothing_of_b(populated: tuple[World, Data], who:
     results["events.list(run)"] = ow.events.list(run_id=d.run_b)
     results["events.latest(job)"] = ow.events.latest("*", job_id=d.job_b)
     results["events.latest(run)"] = ow.events.latest("*", run_id=d.run_b)
-    results["logs.read"] = ow.call(logs(d.run_b))
+    results["logs.read"] = list(ow.runs.read_logs(d.run_b))
     results["secrets.list"] = ow.secrets.list()
     assert "A_SECRET" in results["secrets.list"]
     if who == "a_admin":
@@ -192,8 +181,8 @@ def test_the_same_job_spec_in_two_orgs_is_two_jobs(populated: tuple[World, Data]
     world, _ = populated
     a, b = world.ow("a_admin"), world.ow("b_admin")
     spec = {"id_prefix": "same", "script": "echo", "docker_image": "img", "params": {"n": 1}}
-    job_b = b.call(b.jobs._submit(**spec))
-    job_a = a.call(a.jobs._submit(**spec))
+    job_b = b.jobs.submit(**spec)
+    job_a = a.jobs.submit(**spec)
     assert job_a.id != job_b.id and job_a.organization_id == "orgA"
     a.jobs.cancel(job_a.id)
     assert b.jobs.retrieve(job_b.id).status == "pending"

@@ -43,7 +43,7 @@ async def test_a_raw_client_of_a_receives_nothing_of_b_while_b_works(
     a = await raw_connect(world, world.tokens["a_admin"], errors)
     foreign: list[tuple[str, str]] = []
     own: list[str] = []
-    sentinel = anyio.Event()
+    sentinel, line_sentinel = anyio.Event(), anyio.Event()
 
     def spy(pattern: str) -> Any:
         async def cb(msg: Any) -> None:
@@ -54,6 +54,10 @@ async def test_a_raw_client_of_a_receives_nothing_of_b_while_b_works(
         own.append(msg.subject)
         if b"a-sentinel" in msg.data:
             sentinel.set()
+
+    async def on_own_line(msg: Any) -> None:
+        if msg.data == b"a-line-sentinel\n":
+            line_sentinel.set()
 
     # The services' user sees what B's work puts on the wire: proof that there was some.
     svc = await nats.connect(str(world.settings.nats_url), allow_reconnect=False)
@@ -66,8 +70,8 @@ async def test_a_raw_client_of_a_receives_nothing_of_b_while_b_works(
         await svc.subscribe(pattern, cb=on_b)
     await wait_flushed(svc)
     await a.subscribe(f"{ns}live.orgA.>", cb=on_own)
-    for pattern in spy_patterns(ns):
-        await a.subscribe(pattern, cb=spy(pattern))
+    await a.subscribe(f"{ns}livelog.orgA.>", cb=on_own_line)
+    spies = [await a.subscribe(pattern, cb=spy(pattern)) for pattern in spy_patterns(ns)]
     await wait_flushed(a)
     # B works, through the SDK and a worker's raw publishes (in a thread: the SDK blocks).
     data = await anyio.to_thread.run_sync(populate, world, tmp_path)
@@ -76,12 +80,23 @@ async def test_a_raw_client_of_a_receives_nothing_of_b_while_b_works(
     # Then A does something of its own; live messages come in stream order, so once A
     # has it, every earlier message of the events stream that could reach A has.
     ow_a = world.ow("a_admin")
-    await anyio.to_thread.run_sync(lambda: ow_a.call(ow_a.jobs._submit(
-        id_prefix="sentinel", script="s", docker_image="i", params={"s": "a-sentinel"})))
+    await anyio.to_thread.run_sync(lambda: ow_a.jobs.submit(
+        id_prefix="sentinel", script="s", docker_image="i", params={"s": "a-sentinel"}))
     with anyio.fail_after(5):
         await sentinel.wait()
-    await anyio.sleep(0.3)  # log lines and heartbeats travel through another stream
+    # Log lines are republished by another stream, in order only among themselves: a
+    # line of A's, stored after B's, is the same for them. (Heartbeats are not
+    # republished; a direct publish of B's was on A's connection before B's call returned.)
+    a_worker = await anyio.to_thread.run_sync(world.worker_token, "orgA", "wA")
+    wa = await raw_connect(world, a_worker)
+    await wa.publish(world.subjects.log("orgA", data.run_a, "wA"), b"a-line-sentinel\n")
+    await wa.flush()
+    with anyio.fail_after(5):
+        await line_sentinel.wait()
+    await wa.close()
     assert foreign == []
+    # Counted as read, before any callback runs: nothing is still on its way to a spy.
+    assert [s.subject for s in spies if s.delivered] == []
     kinds = {subject.split(".")[0] for subject in seen_by_svc}
     assert kinds == {f"{ns}live", f"{ns}livelog", "_INBOX"}, kinds
     assert len(seen_by_svc) > 10

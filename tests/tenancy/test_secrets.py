@@ -83,7 +83,7 @@ def test_secrets_and_tokens_are_never_stored_or_logged_in_plaintext(
         assert names.output.split() == sorted([*secrets, "MAX_WORKERS"])
         assert all(v not in names.output for v in secrets.values())
         # A worker running a job gets them (its job needs them): in a reply, nowhere else.
-        job_id = a.call(a.jobs._submit(id_prefix="j", script="s", docker_image="i")).id
+        job_id = a.jobs.submit(id_prefix="j", script="s", docker_image="i").id
         worker = world.ow(world.worker_token(A, "w1"))
         worker.call(worker.transport.call("agent.register", worker_id="w1", docker_image="i",
                                           hardware_type="cpu"))

@@ -8,6 +8,7 @@ secrets only for its own running job, and never mint tokens or read other secret
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +28,6 @@ from openweights.errors import (
     NotFound,
     OpenWeightsError,
 )
-from openweights.sdk.logs import read_logs
 from tests.tenancy.conftest import A, B, Errors, World, raw_connect, retry, wait_flushed
 
 
@@ -63,8 +63,8 @@ def fleet(world: World, tmp_path: Path) -> Fleet:
     file_b = b.files.upload(path, "blob")["id"]
     jobs = {}
     for n in (1, 2):
-        jobs[n] = a.call(a.jobs._submit(id_prefix=f"job{n}", script="s", docker_image="i",
-                                        params={"mount": files[f"mounted{n}"]})).id
+        jobs[n] = a.jobs.submit(id_prefix=f"job{n}", script="s", docker_image="i",
+                                params={"mount": files[f"mounted{n}"]}).id
     worker_tokens = {n: world.worker_token(A, f"w{n}") for n in (1, 2)}
     for n in (1, 2):
         w = world.ow(worker_tokens[n])
@@ -89,7 +89,7 @@ def test_a_worker_cannot_mint_tokens_read_secrets_or_query_the_org(fleet: Fleet)
         lambda: w1.runs.list(), lambda: w1.runs.retrieve("run-2"),
         lambda: w1.events.list(job_id=fleet.job2), lambda: w1.jobs.cancel(fleet.job2),
         lambda: w1.jobs.restart(fleet.job2),
-        lambda: w1.call(w1.jobs._submit(id_prefix="x", script="s", docker_image="i")),
+        lambda: w1.jobs.submit(id_prefix="x", script="s", docker_image="i"),
     ]
     for call in forbidden:
         with pytest.raises(Forbidden):
@@ -155,9 +155,7 @@ def test_a_worker_cannot_read_another_workers_logs(fleet: Fleet) -> None:
         await nc.close()
 
     def logs(ow: OpenWeights) -> list[Any]:
-        async def read() -> list[Any]:
-            return [x async for x in read_logs(ow, "run-2")]
-        return ow.call(read())  # type: ignore[no-any-return]
+        return list(ow.runs.read_logs("run-2"))
 
     anyio.run(publish)
     admin = fleet.world.ow("a_admin")
@@ -180,18 +178,15 @@ def test_a_worker_cannot_use_another_workers_subjects(fleet: Fleet) -> None:
         js = svc.jetstream()
         errors = Errors()
         w1 = await raw_connect(world, fleet.w1_token, errors)
-        got: list[str] = []
-
-        async def cb(msg: Any) -> None:
-            got.append(msg.subject)
-
         # Not even its own org's job events: those of the jobs it runs reach it as the
         # scheduler's notices.
         org_jobs = s.live(A, "job", ">")
-        for subject in (s.agent(A, "w2"), s.live(A, "worker", "w2"), f"{world.ns}agent.{A}.*",
-                        f"{world.ns}hb.>", f"{world.ns}log.>", f"{world.ns}livelog.{A}.w2.>",
-                        org_jobs):
-            await w1.subscribe(subject, cb=cb)
+        # No callbacks: a subscription counts a message (``delivered``) as the connection
+        # reads it, in the order the server sent it, so a later message on the same
+        # connection proves that nothing sent before it is still to come.
+        spied = [await w1.subscribe(subject) for subject in (
+            s.agent(A, "w2"), s.live(A, "worker", "w2"), f"{world.ns}agent.{A}.*",
+            f"{world.ns}hb.>", f"{world.ns}log.>", f"{world.ns}livelog.{A}.w2.>", org_jobs)]
         own = await w1.subscribe(s.agent(A, "w1"))
         await wait_flushed(w1)
         logs_before = (await js.stream_info(s.logs_stream)).state.last_seq
@@ -208,13 +203,17 @@ def test_a_worker_cannot_use_another_workers_subjects(fleet: Fleet) -> None:
         await svc.publish(s.agent(A, "w1"), b"assignment for w1")
         await svc.flush()
         assert (await own.next_msg(timeout=5)).data == b"assignment for w1"
-        await anyio.sleep(0.2)
-        assert got == []
-        assert (await js.stream_info(s.logs_stream)).state.last_seq == logs_before
-        assert (await js.stream_info(s.heartbeats_stream)).state.last_seq == hb_before
+        # Its own heartbeat and log line, sent after the forged ones on the same
+        # connection, are stored after anything of those that got in; the acks say where.
+        # (A forged line never stored is never republished to livelog either.)
+        hb_ack = await w1.request(s.heartbeat(A, "w1"), b"{}", timeout=5)
+        log_ack = await w1.request(s.log(A, "run-1", "w1"), b"w1's own line\n", timeout=5)
+        assert [(sub.subject, sub.delivered) for sub in spied if sub.delivered] == []
+        assert (await js.stream_info(s.logs_stream)).state.last_seq == logs_before + 1
+        assert json.loads(log_ack.data)["seq"] == logs_before + 1
+        assert (await js.stream_info(s.heartbeats_stream)).state.last_seq == hb_before + 1
         # Its own heartbeat is stored: the refusals above are about w2, not about w1.
-        await w1.publish(s.heartbeat(A, "w1"), b"{}")
-        await w1.flush()
+        assert json.loads(hb_ack.data)["seq"] == hb_before + 1
         stored = await js.get_last_msg(s.heartbeats_stream, s.heartbeat(A, "w1"))
         assert stored.seq > hb_before
         await w1.close()
@@ -237,8 +236,7 @@ def test_the_start_reply_carries_the_secrets_only_to_a_worker_without_them(
     _call(w3, "agent.register", worker_id="w3", docker_image="i", hardware_type="cpu")
     replies, held = [], -1
     for n in (1, 2):
-        job_id = admin.call(admin.jobs._submit(id_prefix=f"sec{n}", script="s",
-                                               docker_image="i")).id
+        job_id = admin.jobs.submit(id_prefix=f"sec{n}", script="s", docker_image="i").id
         world.start_run(A, job_id, "w3", f"run-s{n}", start=False)
         replies.append(retry(lambda j=job_id, r=f"run-s{n}", h=held: _call(
             w3, "agent.run.start", worker_id="w3", job_id=j, run_id=r, secrets_seq=h),
@@ -256,7 +254,7 @@ def test_an_end_with_its_start_records_both_in_one_append_only_for_an_outcome(
     world, admin = fleet.world, fleet.world.ow("a_admin")
     w3 = world.ow(world.worker_token(A, "w3"))
     _call(w3, "agent.register", worker_id="w3", docker_image="i", hardware_type="cpu")
-    job_id = admin.call(admin.jobs._submit(id_prefix="quick", script="s", docker_image="i")).id
+    job_id = admin.jobs.submit(id_prefix="quick", script="s", docker_image="i").id
     world.start_run(A, job_id, "w3", "run-q", start=False)
     with pytest.raises(InvalidRequest, match="with_start is for a run that completed"):
         _call(w3, "agent.run.end", worker_id="w3", job_id=job_id, run_id="run-q",

@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from openweights.adapters.nats.reader import StoredMessage, read_stream
+from openweights.cli.common import console, friendly, settings
 from openweights.config import Settings
 from openweights.errors import NotFound
 from openweights.events import decode
@@ -60,28 +61,22 @@ def _render(rows: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
-def register(app: typer.Typer) -> None:
-    from openweights.cli.main import console, friendly, settings
+def _show(kind: str, agg_id: str, as_json: bool) -> None:
+    s = operator_settings(settings())
+    rows = anyio.run(history, s, s.default_org, kind, agg_id)
+    if as_json:
+        console.print_json(json.dumps(rows))
+    else:
+        console.print(_render(rows, f"{kind} {agg_id}"))
 
-    audit = typer.Typer(help="Complete histories from the event log.", no_args_is_help=True)
-    app.add_typer(audit, name="audit")
 
-    def _show(kind: str, agg_id: str, as_json: bool) -> None:
-        s = operator_settings(settings())
-        rows = anyio.run(history, s, s.default_org, kind, agg_id)
-        if as_json:
-            console.print_json(json.dumps(rows))
-        else:
-            console.print(_render(rows, f"{kind} {agg_id}"))
+@friendly
+def audit_job(job_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every event of a job and its runs: sequence, time, type, who, what changed."""
+    _show("job", job_id, as_json)
 
-    @audit.command("job")
-    @friendly
-    def audit_job(job_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
-        """Every event of a job and its runs: sequence, time, type, who, what changed."""
-        _show("job", job_id, as_json)
 
-    @audit.command("worker")
-    @friendly
-    def audit_worker(worker_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
-        """Every event of a worker: why it exists, what it did, why it stopped."""
-        _show("worker", worker_id, as_json)
+@friendly
+def audit_worker(worker_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every event of a worker: why it exists, what it did, why it stopped."""
+    _show("worker", worker_id, as_json)

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import anyio
 import typer
 
+from openweights.cli.common import console, friendly, settings
 from openweights.config import Settings
 from openweights.errors import StackUnavailable
 from openweights.replay import verify
@@ -42,24 +43,20 @@ def local_stack(settings: Settings) -> Iterator[bool]:
         proc.wait(60)
 
 
-def register(app: typer.Typer) -> None:
-    from openweights.cli.main import console, friendly, settings
+@friendly
+def demo(out: str = typer.Option("quickstart-outputs", help="where outputs go")) -> None:
+    """Run the quickstart: the addition job (5 + 9) and a loss-curve job, live."""
+    from openweights.demo.quickstart import main
 
-    @app.command()
-    @friendly
-    def demo(out: str = typer.Option("quickstart-outputs", help="where outputs go")) -> None:
-        """Run the quickstart: the addition job (5 + 9) and a loss-curve job, live."""
-        from openweights.demo.quickstart import main
-
-        s = settings()
-        with local_stack(s) as started:
-            if started:
-                console.print("started a local stack for the demo (stopped at the end)")
-            result = main(out)
-            console.print(f"[bold]result: {result}[/bold]")
-            _, diffs = anyio.run(lambda: verify(operator_settings(s)))
-            if diffs:
-                for d in diffs:
-                    console.print(f"[red]replay differs[/red] {d.table} ({d.side}): {d.row}")
-                raise typer.Exit(1)
-            console.print("[green]ow replay --verify: live read models equal the replay[/green]")
+    s = settings()
+    with local_stack(s) as started:
+        if started:
+            console.print("started a local stack for the demo (stopped at the end)")
+        result = main(out)
+        console.print(f"[bold]result: {result}[/bold]")
+        _, diffs = anyio.run(lambda: verify(operator_settings(s)))
+        if diffs:
+            for d in diffs:
+                console.print(f"[red]replay differs[/red] {d.table} ({d.side}): {d.row}")
+            raise typer.Exit(1)
+        console.print("[green]ow replay --verify: live read models equal the replay[/green]")

@@ -1,70 +1,59 @@
 """The `ow` command line. Every command: `--json` where it prints data, exit code 0 on
-success, 1 on a failed check, 2 on bad usage or an unreachable stack (one clear line)."""
+success, 1 on a failed check, 2 on bad usage or an unreachable stack (one clear line).
+
+This module only composes: the commands are module-level functions of their modules,
+which share what they need through :mod:`openweights.cli.common`.
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from functools import wraps
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
-from rich.console import Console
 
-from openweights.config import Settings
-from openweights.errors import OpenWeightsError, StackUnavailable
+from openweights.cli import audit, demo, files, jobs, replay, tenancy
+from openweights.cli.common import console, friendly, settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="openweights: run GPU jobs on machines it manages.")
-console = Console()
-err_console = Console(stderr=True)
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
-def settings() -> Settings:
-    return Settings()
-
-
-def friendly(fn: F) -> F:
-    """Turn our typed errors into one clear line and a script-safe exit code."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except StackUnavailable as exc:
-            err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-            raise typer.Exit(2) from None
-        except OpenWeightsError as exc:
-            err_console.print(f"[red]error:[/red] {exc} ({exc.hint})", soft_wrap=True)
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-@app.command()
 @friendly
 def up() -> None:
     """Start the whole stack on this machine (embedded NATS and Postgres unless given)."""
-    from openweights.cli.up import run_up
+    from openweights.cli.up import run_up  # the servers' code, only for this command
 
     run_up(settings(), console)
 
 
-def _register() -> None:
-    from openweights.cli import audit, demo, jobs, replay, tenancy
-
-    demo.register(app)
-    replay.register(app)
-    audit.register(app)
-    jobs.register(app)
-    tenancy.register(app)
+def _commands(target: typer.Typer, *commands: Callable[..., Any]) -> None:
+    for command in commands:
+        target.command()(command)
 
 
-_register()
+def _group(help: str, commands: dict[str, Callable[..., Any]]) -> typer.Typer:
+    group = typer.Typer(help=help, no_args_is_help=True)
+    for name, command in commands.items():
+        group.command(name)(command)
+    return group
+
+
+# In this order in `ow --help`: commands first, then the groups.
+_commands(app, up, demo.demo, replay.replay)
+app.add_typer(_group("Complete histories from the event log.", {
+    "job": audit.audit_job, "worker": audit.audit_worker}), name="audit")
+app.command("ls")(jobs.ls)
+_commands(app, jobs.show, jobs.logs, jobs.events, jobs.cancel, jobs.restart, files.fetch)
+app.add_typer(_group("Upload and inspect files.", {"upload": files.upload}), name="files")
+app.add_typer(_group("Organizations (operators).", {"create": tenancy.org_create}), name="org")
+app.add_typer(_group("API tokens of your organization.", {
+    "create": tenancy.token_create, "ls": tenancy.token_ls,
+    "revoke": tenancy.token_revoke}), name="token")
+app.add_typer(_group("Organization secrets (encrypted at rest).", {
+    "set": tenancy.env_set, "import": tenancy.env_import, "ls": tenancy.env_ls,
+    "show": tenancy.env_show, "rm": tenancy.env_rm}), name="env")
 
 
 def main() -> None:  # pragma: no cover - console entry point

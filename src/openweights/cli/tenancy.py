@@ -10,6 +10,7 @@ import anyio
 import typer
 from rich.table import Table
 
+from openweights.cli.common import client, console, friendly, settings
 from openweights.errors import InvalidRequest
 
 DURATION = re.compile(r"^(\d+)([smhdw])$")
@@ -40,114 +41,101 @@ def parse_env_lines(lines: list[str]) -> dict[str, str]:
     return out
 
 
-def register(app: typer.Typer) -> None:
-    from openweights.cli.jobs import _client as client
-    from openweights.cli.main import console, friendly, settings
+@friendly
+def org_create(name: str, org_id: str = typer.Option(None, "--id", help="default: name"),
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    """Create an organization and print its first admin token (shown once)."""
+    from openweights.bootstrap import create_organization
+    from openweights.stack import operator_settings
 
-    org_app = typer.Typer(help="Organizations (operators).", no_args_is_help=True)
-    token_app = typer.Typer(help="API tokens of your organization.", no_args_is_help=True)
-    env_app = typer.Typer(help="Organization secrets (encrypted at rest).",
-                          no_args_is_help=True)
-    app.add_typer(org_app, name="org")
-    app.add_typer(token_app, name="token")
-    app.add_typer(env_app, name="env")
+    result = anyio.run(create_organization, operator_settings(settings()), org_id or name,
+                       name)
+    if as_json:
+        console.print_json(json.dumps(result))
+    else:
+        console.print(f"organization {result['org']} created; admin token "
+                      "(shown once, keep it safe):")
+        console.print(result["token"], soft_wrap=True)
 
-    @org_app.command("create")
-    @friendly
-    def org_create(name: str, org_id: str = typer.Option(None, "--id", help="default: name"),
-                   as_json: bool = typer.Option(False, "--json")) -> None:
-        """Create an organization and print its first admin token (shown once)."""
-        from openweights.bootstrap import create_organization
-        from openweights.stack import operator_settings
 
-        result = anyio.run(create_organization, operator_settings(settings()), org_id or name,
-                           name)
-        if as_json:
-            console.print_json(json.dumps(result))
-        else:
-            console.print(f"organization {result['org']} created; admin token "
-                          "(shown once, keep it safe):")
-            console.print(result["token"], soft_wrap=True)
+@friendly
+def token_create(name: str = typer.Option(..., "--name"),
+                 expires: str = typer.Option(None, "--expires", help="e.g. 30d, 12h"),
+                 role: str = typer.Option("user", "--role", help="user or admin"),
+                 as_json: bool = typer.Option(False, "--json")) -> None:
+    """Create a token; it is printed once and stored only as a hash."""
+    with client() as ow:
+        t = ow.tokens.create(name, role=role,
+                             expires_in_s=parse_duration(expires) if expires else None)
+    if as_json:
+        console.print_json(json.dumps(t, default=str))
+    else:
+        console.print(f"token {t['id']} ({t['role']}), shown once:")
+        console.print(t["token"], soft_wrap=True)
 
-    @token_app.command("create")
-    @friendly
-    def token_create(name: str = typer.Option(..., "--name"),
-                     expires: str = typer.Option(None, "--expires", help="e.g. 30d, 12h"),
-                     role: str = typer.Option("user", "--role", help="user or admin"),
-                     as_json: bool = typer.Option(False, "--json")) -> None:
-        """Create a token; it is printed once and stored only as a hash."""
-        with client() as ow:
-            t = ow.tokens.create(name, role=role,
-                                 expires_in_s=parse_duration(expires) if expires else None)
-        if as_json:
-            console.print_json(json.dumps(t, default=str))
-        else:
-            console.print(f"token {t['id']} ({t['role']}), shown once:")
-            console.print(t["token"], soft_wrap=True)
 
-    @token_app.command("ls")
-    @friendly
-    def token_ls(as_json: bool = typer.Option(False, "--json")) -> None:
-        """Tokens: id, name, role, prefix, created, expires, last used, status."""
-        with client() as ow:
-            rows = ow.tokens.list()
-        if as_json:
-            console.print_json(json.dumps(rows, default=str))
-            return
-        table = Table()
-        for col in ("id", "name", "role", "prefix", "created", "expires", "last used", "status"):
-            table.add_column(col)
-        for r in rows:
-            table.add_row(r["id"], r["name"], r["role"], r["token_prefix"] + "…",
-                          str(r["created_at"])[:19], str(r["expires_at"] or "-")[:19],
-                          str(r["last_used_at"] or "-")[:19], r["status"])
-        console.print(table)
+@friendly
+def token_ls(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Tokens: id, name, role, prefix, created, expires, last used, status."""
+    with client() as ow:
+        rows = ow.tokens.list()
+    if as_json:
+        console.print_json(json.dumps(rows, default=str))
+        return
+    table = Table()
+    for col in ("id", "name", "role", "prefix", "created", "expires", "last used", "status"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["id"], r["name"], r["role"], r["token_prefix"] + "…",
+                      str(r["created_at"])[:19], str(r["expires_at"] or "-")[:19],
+                      str(r["last_used_at"] or "-")[:19], r["status"])
+    console.print(table)
 
-    @token_app.command("revoke")
-    @friendly
-    def token_revoke(token_id: str) -> None:
-        """Revoke a token and disconnect its live connections."""
-        with client() as ow:
-            r = ow.tokens.revoke(token_id)
-        console.print(f"revoked {r['id']} ({r['disconnected']} connection(s) closed)")
 
-    @env_app.command("set")
-    @friendly
-    def env_set(pairs: list[str]) -> None:
-        """Set secrets: ow env set KEY=VALUE [KEY=VALUE...]."""
-        values = parse_env_lines(pairs)
-        with client() as ow:
-            ow.secrets.set(**values)
-        console.print(f"set {', '.join(sorted(values))}")
+@friendly
+def token_revoke(token_id: str) -> None:
+    """Revoke a token and disconnect its live connections."""
+    with client() as ow:
+        r = ow.tokens.revoke(token_id)
+    console.print(f"revoked {r['id']} ({r['disconnected']} connection(s) closed)")
 
-    @env_app.command("import")
-    @friendly
-    def env_import(path: Path) -> None:
-        """Set every KEY=VALUE of a .env file."""
-        values = parse_env_lines(path.read_text().splitlines())
-        with client() as ow:
-            ow.secrets.set(**values)
-        console.print(f"imported {len(values)} secret(s): {', '.join(sorted(values))}")
 
-    @env_app.command("ls")
-    @friendly
-    def env_ls() -> None:
-        """Secret names (no values)."""
-        with client() as ow:
-            for name in ow.secrets.list():
-                console.print(name)
+@friendly
+def env_set(pairs: list[str]) -> None:
+    """Set secrets: ow env set KEY=VALUE [KEY=VALUE...]."""
+    values = parse_env_lines(pairs)
+    with client() as ow:
+        ow.secrets.set(**values)
+    console.print(f"set {', '.join(sorted(values))}")
 
-    @env_app.command("show")
-    @friendly
-    def env_show() -> None:
-        """Secret names and values (admin tokens only)."""
-        with client() as ow:
-            for name, value in ow.secrets.show().items():
-                console.print(f"{name}={value}", soft_wrap=True, highlight=False)
 
-    @env_app.command("rm")
-    @friendly
-    def env_rm(name: str) -> None:
-        with client() as ow:
-            ow.secrets.remove(name)
-        console.print(f"removed {name}")
+@friendly
+def env_import(path: Path) -> None:
+    """Set every KEY=VALUE of a .env file."""
+    values = parse_env_lines(path.read_text().splitlines())
+    with client() as ow:
+        ow.secrets.set(**values)
+    console.print(f"imported {len(values)} secret(s): {', '.join(sorted(values))}")
+
+
+@friendly
+def env_ls() -> None:
+    """Secret names (no values)."""
+    with client() as ow:
+        for name in ow.secrets.list():
+            console.print(name)
+
+
+@friendly
+def env_show() -> None:
+    """Secret names and values (admin tokens only)."""
+    with client() as ow:
+        for name, value in ow.secrets.show().items():
+            console.print(f"{name}={value}", soft_wrap=True, highlight=False)
+
+
+@friendly
+def env_rm(name: str) -> None:
+    with client() as ow:
+        ow.secrets.remove(name)
+    console.print(f"removed {name}")

@@ -166,7 +166,7 @@ async def wait_ready(settings: Settings, token_file: str | None) -> None:
         while True:
             aow = AsyncOpenWeights(api_key=key, settings=client_settings, retry_for_s=5)
             try:
-                await aow.jobs._list(1, None)
+                await aow.jobs.list(limit=1)
                 return
             except OpenWeightsError:
                 await anyio.sleep(0.2)  # the services are still starting: ask again

@@ -1,102 +1,123 @@
-"""``OpenWeights`` and ``AsyncOpenWeights``: one surface, blocking or awaitable.
+"""``AsyncOpenWeights``: the SDK's API, every call awaitable.
 
-Every resource method is written once as a coroutine; the client decides what calling
-it means. ``AsyncOpenWeights`` returns the awaitable; ``OpenWeights`` runs it on a
-private event loop thread and returns the result, so it also works inside notebooks
-that already run a loop.
+The blocking ``OpenWeights`` (:mod:`openweights.sdk.blocking`) wraps it. The constructor
+takes the original SDK's keywords too (``auth_token``, ``organization_id``, ``use_async``,
+``deploy_kwargs``; ``supabase_url``/``supabase_key`` are accepted and ignored, with one
+warning per process), so code written for it constructs its client unchanged.
 """
 
 from __future__ import annotations
 
-import asyncio
-import atexit
-import threading
-import weakref
-from collections.abc import Coroutine
-from typing import Any, ClassVar, TypeVar
+import os
+import warnings
+from typing import Any
 
 from openweights.config import Settings
+from openweights.errors import InvalidRequest, NotConnected
+from openweights.sdk.current_run import AsyncCurrentRun
+from openweights.sdk.custom import Jobs, track
+from openweights.sdk.events import AsyncEvents
+from openweights.sdk.files import AsyncFiles
+from openweights.sdk.jobs import AsyncJobsResource
+from openweights.sdk.runs import AsyncRuns
+from openweights.sdk.tenancy import AsyncSecrets, AsyncTokens
 from openweights.sdk.transport import Transport
 
-T = TypeVar("T")
+DEFAULT_DEPLOY_KWARGS = {"max_model_len": 2048}
+_warned_supabase = False
 
 
-class _LoopThread:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.stopped = False
-        self.thread = threading.Thread(target=self.loop.run_forever, name="openweights-loop",
-                                       daemon=True)
-        self.thread.start()
+class AsyncOpenWeights:
+    """The openweights client: ``files``, ``jobs``, ``runs``, ``events``, ``tokens``,
+    ``secrets``, the current run ``run``, and one attribute per registered job type.
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if self.stopped:  # a stopped loop would never run it: fail instead of hanging
-            coro.close()
-            raise RuntimeError("this OpenWeights client is closed")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+    ``api_key`` (or the original's ``auth_token``; default ``$OPENWEIGHTS_API_KEY``, else
+    the local `ow up` stack's admin token). ``organization_id``: without a token, the
+    organization to act in on a stack without auth; with one, the organization the token
+    must belong to (else ``Forbidden`` when connecting). ``use_async`` and
+    ``deploy_kwargs`` are kept as attributes for code written for the original (they
+    will select and configure the chat client, which is not built yet). Nothing
+    connects until the first call (or :meth:`connect`).
+    """
 
-    def stop(self) -> None:
-        self.stopped = True
-        self.loop.call_soon_threadsafe(self.loop.stop)
-
-
-class _Client:
-    # Every live client, so that @register reaches instances created before it.
-    _INSTANCES: ClassVar[weakref.WeakSet[_Client]] = weakref.WeakSet()
-    _REGISTERED: ClassVar[dict[str, type]] = {}
-    is_async: ClassVar[bool] = False
+    files: AsyncFiles
+    jobs: AsyncJobsResource
+    runs: AsyncRuns
+    events: AsyncEvents
+    tokens: AsyncTokens
+    secrets: AsyncSecrets
 
     def __init__(self, api_key: str | None = None, nats_url: str | None = None, *,
+                 auth_token: str | None = None, organization_id: str | None = None,
+                 use_async: bool = False, deploy_kwargs: dict[str, Any] | None = None,
+                 supabase_url: str | None = None, supabase_key: str | None = None,
                  settings: Settings | None = None, retry_for_s: float = 60.0) -> None:
-        from openweights.sdk.resources import Events, Files, JobsResource, Runs, Secrets, Tokens
+        ignore_supabase(supabase_url, supabase_key)
+        self.transport = make_transport(api_key, auth_token, nats_url, settings, retry_for_s,
+                                        organization_id)
+        self.use_async = use_async
+        self.deploy_kwargs = dict(DEFAULT_DEPLOY_KWARGS if deploy_kwargs is None
+                                  else deploy_kwargs)
+        t = self.transport
+        self.files = AsyncFiles(t)
+        self.runs = AsyncRuns(t, self.files)
+        self.jobs = AsyncJobsResource(t, self.runs)
+        self.events = AsyncEvents(t)
+        self.tokens = AsyncTokens(t)
+        self.secrets = AsyncSecrets(t)
+        self._run: AsyncCurrentRun | None = None
+        track(self)
 
-        base = settings or Settings()
-        if nats_url is not None:
-            base = base.model_copy(update={"nats_url": nats_url})
-        import os
+    def _attach(self, name: str, cls: type[Jobs]) -> None:
+        setattr(self, name, cls(self))
 
-        key = api_key or os.environ.get("OPENWEIGHTS_API_KEY")
-        if key is None:
-            from openweights.stack import local_token, read_stack
-
-            local = read_stack(base)
-            if local is not None and base.nats_url in (None, local["nats_url"]):
-                key = local_token(base)  # the local `ow up` stack's admin token
-        self.transport = Transport(base, key, retry_for_s=retry_for_s)
-        self.files = Files(self)
-        self.jobs = JobsResource(self)
-        self.runs = Runs(self)
-        self.events = Events(self)
-        self.tokens = Tokens(self)
-        self.secrets = Secrets(self)
-        self._run: Any = None
-        for name, cls in self._REGISTERED.items():
-            setattr(self, name, cls(self))
-        _Client._INSTANCES.add(self)
+    def __getattr__(self, name: str) -> Jobs:
+        """A registered job type (``@register(name)``); set on the instance, so this is
+        reached only for names that are not registered."""
+        raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r} (a job "
+                             "type is an attribute once registered with @register)")
 
     @property
-    def run(self) -> Any:
+    def run(self) -> AsyncCurrentRun:
         """The current run: inside a job (``OPENWEIGHTS_RUN_ID``) that job's run; outside,
         a script job and run created for the calling script on first use."""
-        from openweights.sdk.current_run import CurrentRun
-
         if self._run is None:
-            self._run = CurrentRun(self)
+            self._run = AsyncCurrentRun(self.transport, self.files)
         return self._run
 
-    def call(self, coro: Coroutine[Any, Any, T]) -> Any:
-        raise NotImplementedError
+    async def connect(self) -> None:
+        """Connect now (every call otherwise connects on first use) and learn the
+        organization. Raises ``StackUnavailable``, ``AuthenticationError``, ``Forbidden``
+        (the token belongs to another organization than ``organization_id``)."""
+        await self.transport.connect()
 
+    def _identified(self) -> Transport:
+        if not self.transport.identified:
+            raise NotConnected("the async client knows its organization once connected: "
+                               "await aow.connect() (or make any call) first")
+        return self.transport
 
-class AsyncOpenWeights(_Client):
-    """Every call returns an awaitable."""
+    @property
+    def organization_id(self) -> str:
+        """The organization this client acts in. Raises ``NotConnected`` before the
+        client has connected."""
+        return self._identified().org
 
-    is_async = True
+    @property
+    def org_name(self) -> str | None:
+        """The organization's name (None when the service does not say: a stack without
+        auth, or an older api service). Raises ``NotConnected`` before connecting."""
+        return self._identified().org_name
 
-    def call(self, coro: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T]:
-        return coro
+    @property
+    def hf_org(self) -> str | None:
+        """Where models are pushed: the organization's ``HF_ORG`` secret, else ``$HF_ORG``,
+        else ``$HF_USER`` (None if none is set). Raises ``NotConnected`` before
+        connecting."""
+        return hf_org(self._identified())
 
     async def close(self) -> None:
+        """End the script run this client started (if any) and disconnect."""
         if self._run is not None:
             await self._run._finish()
         await self.transport.close()
@@ -108,27 +129,33 @@ class AsyncOpenWeights(_Client):
         await self.close()
 
 
-class OpenWeights(_Client):
-    """Every call blocks until it is done and returns its result."""
+def hf_org(t: Transport) -> str | None:
+    return t.org_hf_org or os.environ.get("HF_ORG") or os.environ.get("HF_USER")
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._loop = _LoopThread()
-        super().__init__(*args, **kwargs)
 
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self._loop.run(coro)
+def make_transport(api_key: str | None, auth_token: str | None, nats_url: str | None,
+                   settings: Settings | None, retry_for_s: float,
+                   organization_id: str | None) -> Transport:
+    if api_key is not None and auth_token is not None and api_key != auth_token:
+        raise InvalidRequest("give the API key once: api_key= or auth_token= (the original "
+                             "SDK's name for it), not two different ones")
+    base = settings or Settings()
+    if nats_url is not None:
+        base = base.model_copy(update={"nats_url": nats_url})
+    key = api_key or auth_token or os.environ.get("OPENWEIGHTS_API_KEY")
+    if key is None:
+        from openweights.stack import local_token, read_stack
 
-    def close(self) -> None:
-        if self._loop.stopped:
-            return
-        if self._run is not None:
-            atexit.unregister(self._run._at_exit)  # nothing left to run it after close
-            self.call(self._run._finish())
-        self.call(self.transport.close())
-        self._loop.stop()
+        local = read_stack(base)
+        if local is not None and base.nats_url in (None, local["nats_url"]):
+            key = local_token(base)  # the local `ow up` stack's admin token
+    return Transport(base, key, retry_for_s=retry_for_s, organization_id=organization_id)
 
-    def __enter__(self) -> OpenWeights:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def ignore_supabase(url: str | None, key: str | None, stacklevel: int = 3) -> None:
+    global _warned_supabase
+    if (url is not None or key is not None) and not _warned_supabase:
+        _warned_supabase = True
+        warnings.warn("supabase_url and supabase_key are ignored: openweights talks to its "
+                      "own service (OW_NATS_URL; `ow up` locally); pass auth_token= or set "
+                      "OPENWEIGHTS_API_KEY", UserWarning, stacklevel=stacklevel)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import msgspec
@@ -22,20 +22,18 @@ from openweights.events import (
     RunFileUploaded,
     decode,
 )
-from openweights.sdk.models import Job
+from openweights.sdk.transport import Transport
+from openweights.sdk.types import TERMINAL, Event
 
-if TYPE_CHECKING:
-    from openweights.sdk.client import _Client
-
-_ENDS = (JobCompleted, JobFailed, JobCanceled)
+_ENDS = (JobCanceled, JobCompleted, JobFailed)
+PAGE = 10_000
 
 
 def _seq(msg: Msg) -> int:
     return int((msg.headers or {}).get("Nats-Sequence", "0"))
 
 
-async def _subscribe(client: _Client, job_id: str) -> tuple[Any, Any, Any]:
-    t = client.transport
+async def _subscribe(t: Transport, job_id: str) -> tuple[Any, Any, Any]:
     nc = await t.connect()
     send, receive = anyio.create_memory_object_stream[Msg](math.inf)
 
@@ -46,26 +44,26 @@ async def _subscribe(client: _Client, job_id: str) -> tuple[Any, Any, Any]:
     return sub, send, receive
 
 
-async def _retrieve_now(client: _Client, job_id: str) -> Job:
+async def _job_now(t: Transport, job_id: str) -> dict[str, Any]:
     """The job as of every message stored before this call (``min_seq=-1``): a change
     stored before the subscription but not yet projected would otherwise be missed by
     both the read and the subscription. The reply advances ``seen_seq`` accordingly."""
-    return client.jobs._job(await client.transport.call("jobs.get", job_id=job_id,
-                                                        min_seq=-1))
+    job: dict[str, Any] = await t.call("jobs.get", job_id=job_id, min_seq=-1)
+    return job
 
 
-async def wait_job(client: _Client, job_id: str, limit_s: float | None) -> Job:
-    sub, send, receive = await _subscribe(client, job_id)
+async def wait_for_job(t: Transport, job_id: str, limit_s: float | None) -> dict[str, Any]:
+    """The job once it has ended (its row). Raises ``TimeoutError`` after ``limit_s``."""
+    sub, send, receive = await _subscribe(t, job_id)
     try:
         with anyio.fail_after(limit_s):
-            job: Job = await _retrieve_now(client, job_id)
-            while not job.terminal:
+            job = await _job_now(t, job_id)
+            while job["status"] not in TERMINAL:
                 msg = await receive.receive()
                 if msg.subject.split(".")[2] == "job":
                     # Read the job as of this message: the read models may lag the log.
-                    t = client.transport
                     t.seen_seq = max(t.seen_seq, _seq(msg))
-                    job = await client.jobs._retrieve(job_id)
+                    job = await t.call("jobs.get", read=True, job_id=job_id)
             return job
     finally:
         with anyio.CancelScope(shield=True):
@@ -73,28 +71,42 @@ async def wait_job(client: _Client, job_id: str, limit_s: float | None) -> Job:
             send.close()
 
 
-def _event_dict(seq: int, idx: int, e: RunEventLogged | RunFileUploaded) -> dict[str, Any]:
+async def list_events(t: Transport, job_id: str | None, run_id: str | None,
+                      after_seq: int = 0) -> list[Event]:
+    """Every event after ``after_seq``, oldest first (pages of 10,000: the original
+    silently capped at 1,000)."""
+    out: list[Event] = []
+    while True:
+        page: list[Event] = await t.call("events.list", read=True, job_id=job_id,
+                                         run_id=run_id, after_seq=after_seq)
+        out += page
+        if len(page) < PAGE:
+            return out
+        after_seq = page[-1]["seq"]
+
+
+def _event(seq: int, idx: int, e: RunEventLogged | RunFileUploaded) -> Event:
     data = e.data if isinstance(e, RunEventLogged) else {"path": e.path, "file": e.file}
     return {"id": f"{seq}.{idx}", "seq": seq, "job_id": e.job_id, "run_id": e.run_id,
             # the same shape as the history's events (an ISO 8601 string), not a datetime
             "data": data, "file": e.file, "created_at": msgspec.to_builtins(e.at)}
 
 
-async def follow_job_events(client: _Client, job_id: str,
-                            after_seq: int = 0) -> AsyncIterator[dict[str, Any]]:
+async def follow_job_events(t: Transport, job_id: str,
+                            after_seq: int = 0) -> AsyncIterator[Event]:
     """Run events of ``job_id`` after ``after_seq``: history, then live, until it ends."""
-    sub, send, receive = await _subscribe(client, job_id)
+    sub, send, receive = await _subscribe(t, job_id)
     last = after_seq
     try:
-        job = await _retrieve_now(client, job_id)  # and so the history below is complete
-        for event in await client.events._list(job_id=job_id, after_seq=after_seq):
+        job = await _job_now(t, job_id)  # and so the history below is complete
+        for event in await list_events(t, job_id, None, after_seq):
             last = event["seq"]
             yield event
-        ended_at = None
-        if job.terminal:
+        if job["status"] in TERMINAL:
             # History is projected up to the job's end; anything later belongs to a new run.
             return
-        while ended_at is None:
+        ended = False
+        while not ended:
             msg = await receive.receive()
             seq = _seq(msg)
             if seq <= last:
@@ -102,9 +114,9 @@ async def follow_job_events(client: _Client, job_id: str,
             last = seq
             for idx, e in enumerate(decode(msg.data)):
                 if isinstance(e, RunEventLogged | RunFileUploaded):
-                    yield _event_dict(seq, idx, e)
+                    yield _event(seq, idx, e)
                 elif isinstance(e, _ENDS):
-                    ended_at = seq
+                    ended = True
     finally:
         with anyio.CancelScope(shield=True):
             await sub.unsubscribe()

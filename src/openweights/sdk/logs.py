@@ -12,32 +12,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from nats.aio.msg import Msg
 
 from openweights.events import JobCanceled, JobCompleted, JobFailed, JobRequeued, decode
-from openweights.sdk.models import TERMINAL, Run
+from openweights.sdk.transport import Transport
+from openweights.sdk.types import TERMINAL, LogChunk
 from openweights.subjects import check_token
-
-if TYPE_CHECKING:
-    from openweights.sdk.client import _Client
 
 PAGE = 10_000
 
 
-async def read_logs(client: _Client, run_id: str,
-                    after_seq: int = 0) -> AsyncIterator[tuple[int, str]]:
+async def read_logs(t: Transport, run_id: str, after_seq: int = 0) -> AsyncIterator[LogChunk]:
     """Stored ``(seq, text)`` chunks of ``run_id`` after ``after_seq``, oldest first.
 
     Chunks older than the logs' retention are gone; a finished run's full log is its
     ``log_file``. Raises ``InvalidRequest`` for a malformed run id."""
     while True:
-        page = await client.transport.call("logs.read", run_id=run_id, after_seq=after_seq,
-                                           limit=PAGE)
+        page = await t.call("logs.read", run_id=run_id, after_seq=after_seq, limit=PAGE)
         for chunk in page:
-            yield chunk["seq"], chunk["data"]
+            yield LogChunk(chunk["seq"], chunk["data"])
         if len(page) < PAGE:
             return
         after_seq = page[-1]["seq"]
@@ -52,13 +48,12 @@ def _ends(msg: Msg, run_id: str) -> bool:
     return False
 
 
-async def follow_logs(client: _Client, run_id: str, after_seq: int = 0) -> AsyncIterator[str]:
+async def follow_logs(t: Transport, run_id: str, after_seq: int = 0) -> AsyncIterator[str]:
     """Text chunks of ``run_id`` after ``after_seq``: stored ones, then live ones as the
     job prints them, until the run ends (its job ended, or was requeued to another run).
 
     Raises ``NotFound`` for an unknown run."""
-    t = client.transport
-    run = await client.runs._retrieve(run_id)
+    run = await t.call("runs.get", read=True, run_id=run_id)
     nc = await t.connect()
     send, receive = anyio.create_memory_object_stream[Msg](math.inf)
 
@@ -67,14 +62,14 @@ async def follow_logs(client: _Client, run_id: str, after_seq: int = 0) -> Async
 
     live_log = t.subjects.live_log(t.org, check_token(run_id, "run id"))  # any worker's
     subs: list[Any] = [await nc.subscribe(live_log, cb=on_msg),
-                       await nc.subscribe(t.subjects.live(t.org, "job", run.job_id), cb=on_msg)]
+                       await nc.subscribe(t.subjects.live(t.org, "job", run["job_id"]), cb=on_msg)]
     last = after_seq
     try:
         # As of every message stored before this read (min_seq=-1): a run that ended
         # just before we subscribed, not yet projected, would otherwise be followed forever.
-        now = Run.model_validate(await t.call("runs.get", run_id=run_id, min_seq=-1))
-        over = now.status in TERMINAL
-        async for seq, text in read_logs(client, run_id, last):
+        now = await t.call("runs.get", run_id=run_id, min_seq=-1)
+        over = now["status"] in TERMINAL
+        async for seq, text in read_logs(t, run_id, last):
             last = seq
             yield text
         if over:
@@ -89,7 +84,7 @@ async def follow_logs(client: _Client, run_id: str, after_seq: int = 0) -> Async
             else:
                 over = _ends(msg, run_id)
         # Chunks stored before the end whose live copy had not arrived yet.
-        async for seq, text in read_logs(client, run_id, last):
+        async for seq, text in read_logs(t, run_id, last):
             last = seq
             yield text
     finally:

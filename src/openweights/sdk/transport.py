@@ -25,6 +25,7 @@ from openweights.api import protocol
 from openweights.config import Settings
 from openweights.errors import (
     AuthenticationError,
+    Forbidden,
     OpenWeightsError,
     StackUnavailable,
     Unavailable,
@@ -41,11 +42,17 @@ _TRANSIENT = (nats.errors.NoRespondersError, nats.errors.TimeoutError,
 
 class Transport:
     def __init__(self, settings: Settings, api_key: str | None = None,
-                 retry_for_s: float = 60.0) -> None:
+                 retry_for_s: float = 60.0, organization_id: str | None = None) -> None:
         self.settings = settings
         self.api_key = api_key
         self.subjects = Subjects(settings.namespace)
-        self.org = settings.default_org
+        # Without a token the caller names its organization; with one, `whoami` does and
+        # ``organization_id`` must agree with it.
+        self.requested_org = organization_id
+        self.org = organization_id or settings.default_org
+        self.org_name: str | None = None
+        self.org_hf_org: str | None = None  # the organization's HF_ORG secret, if any
+        self.identified = False  # org and names are known: connected (and `whoami` said)
         # The principal in request subjects: the token's id, or "anon" on a stack
         # without auth. With a token, the org comes from the service (`whoami`).
         self.principal = token_id(api_key) if api_key else "anon"
@@ -68,10 +75,17 @@ class Transport:
             settings = resolve(self.settings)
             if self.api_key is not None:
                 check_token_format(self.api_key)
-            self.nc = await self._first_connect(str(settings.nats_url))
+            nc = await self._first_connect(str(settings.nats_url))
             if self.api_key is not None:
-                await self._whoami()
-            return self.nc
+                try:
+                    await self._whoami(nc)
+                except BaseException:
+                    # Unidentified, a connection must not be used: the next call asks again.
+                    with anyio.CancelScope(shield=True):
+                        await nc.close()
+                    raise
+            self.nc, self.identified = nc, True
+            return nc
 
     async def _first_connect(self, url: str) -> Client:
         """Connect, failing fast: nats-py retries a first connect as often as later
@@ -120,15 +134,21 @@ class Transport:
         cause = f" ({type(last[-1]).__name__}: {last[-1]})" if last else ""
         raise StackUnavailable(f"cannot reach openweights at {url}{cause}; is `ow up` running?")
 
-    async def _whoami(self) -> None:
-        assert self.nc is not None
+    async def _whoami(self, nc: Client) -> None:
         try:
-            msg = await self.nc.request(self.subjects.whoami(self.principal), b"{}",
-                                        timeout=self.settings.request_timeout_s)
+            msg = await nc.request(self.subjects.whoami(self.principal), b"{}",
+                                   timeout=self.settings.request_timeout_s)
         except _TRANSIENT as exc:
             raise Unavailable("the api service did not say who this token is") from exc
         me = self.unwrap(msg.data)
+        if self.requested_org is not None and me["org"] != self.requested_org:
+            raise Forbidden(
+                f"this API token belongs to organization {me['org']!r}, not "
+                f"{self.requested_org!r}: use a token of {self.requested_org!r}, or leave "
+                "organization_id out")
         self.org, self.role, self.worker_id = me["org"], me["role"], me.get("worker_id")
+        # Newer api services name the organization and its HF_ORG secret; older ones don't.
+        self.org_name, self.org_hf_org = me.get("org_name"), me.get("hf_org")
 
     async def close(self) -> None:
         if self.nc is not None and not self.nc.is_closed:
