@@ -45,7 +45,7 @@ def _assert_requeued_then_completed_by(lab, job_id: str, first: str, second: str
                                        run_status: str, reason: str) -> None:
     history = lab.read("job", job_id)
     assert [s.event.tag for s in history] == [
-        "job.submitted/1", "job.assigned/1", "run.started/1", "job.requeued/1",
+        "job.submitted/2", "job.assigned/1", "run.started/1", "job.requeued/1",
         "job.assigned/1", "run.started/1", "job.completed/1"]
     _, a1, _, requeued, a2, _, done = (s.event for s in history)
     assert (a1.worker_id, a2.worker_id, done.worker_id) == (first, second, second)

@@ -64,5 +64,5 @@ def test_a_job_no_agent_can_run_stays_pending(lab) -> None:
         probe = lab.submit("true", requires_vram_gb=80)
         _ran_on(lab, probe.id)
     for j in (too_big, no_such_machine, other_image):
-        assert [s.event.tag for s in lab.read("job", j.id)] == ["job.submitted/1"]
+        assert [s.event.tag for s in lab.read("job", j.id)] == ["job.submitted/2"]
         assert lab.ow.jobs.retrieve(j.id).status == "pending"

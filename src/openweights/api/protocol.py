@@ -222,7 +222,7 @@ class Assignment(msgspec.Struct, kw_only=True, tag="assignment", tag_field="type
     model: str | None
     params: dict[str, Any]
     timeout: datetime | None = None
-    # The version of the org's secrets when assigned (``LiveFold.kind_seq``); -1: unknown.
+    # The version of the org's secrets when assigned (``Fold.version``); -1: unknown.
     # An agent holding that version starts the command while the api confirms the start.
     secrets_seq: int = -1
 
