@@ -8,7 +8,11 @@ at an existing Postgres instead of an embedded one.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import os
+import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +22,32 @@ import pytest
 
 from openweights.adapters.embedded import EmbeddedNats, EmbeddedPostgres
 from openweights.config import Settings
+
+# How long threads still running after the session get to end before the run exits anyway.
+THREADS_END_WITHIN_S = 10.0
+_EXIT_STATUS = pytest.StashKey[int]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A test stopped by its timeout may leave a thread blocked for good (a worker in a
+    blocking call); the interpreter would wait for it at exit and hang the run after its
+    report. Such a run ends with its status and the stacks of those threads instead."""
+    others = [t for t in threading.enumerate()
+              if t is not threading.current_thread() and not t.daemon]
+    deadline = time.monotonic() + THREADS_END_WITHIN_S
+    for thread in others:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if stuck := [t.name for t in others if t.is_alive()]:
+        sys.stdout.flush()
+        print(f"threads still running after the session: {stuck}", file=sys.stderr)
+        faulthandler.dump_traceback(all_threads=True)
+        sys.stderr.flush()
+        os._exit(config.stash.get(_EXIT_STATUS, 1))
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from openweights.services.testing.chaos import ChaosPlan, run_chaos
 pytestmark = pytest.mark.anyio
 
 
+@pytest.mark.timeout(300)  # about 30 s: a soak, with kills, restarts and recoveries
 async def test_short_chaos_soak_loses_nothing(tmp_path: Path) -> None:
     plan = ChaosPlan(jobs=100, agents=6, cancel_after_s=(0.5, 2.0), metrics_per_job=20,
                      service_kills=1)

@@ -6,10 +6,14 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+import anyio
+import nats
 from pydantic import BaseModel
 
 from openweights import Jobs, register
+from openweights.config import Settings
 from openweights.events import JobAssigned, JobCompleted
+from openweights.subjects import Subjects
 
 # Run in the job's working directory: the mounts are there, `uploads/` goes back.
 WORKER_SIDE = """
@@ -73,20 +77,40 @@ for i in range({TICKS}):
 EOF"""
 
 
+def publish_line(settings: Settings, subject: str, text: str) -> None:
+    async def main() -> None:
+        nc = await nats.connect(str(settings.nats_url))
+        try:
+            await nc.publish(subject, f"{text}\n".encode())
+            await nc.flush()
+        finally:
+            await nc.close()
+
+    anyio.run(main)
+
+
 def test_a_live_subscriber_sees_each_line_within_100_ms(lab) -> None:
     lab.start()
     job = lab.submit(TICKER)
     lab.live.wait(lambda live: len([ln for ln in live.lines if ln.text.startswith("tick ")])
                   >= TICKS, timeout=60, what=f"{TICKS} ticks")
+    assert job.wait(timeout=30).status == "completed"
+    # A line on the run's own log subject after its end: stored, so republished, after
+    # every line the run printed. Once it is here, nothing of the run is still coming.
+    run = lab.live.wait_event(JobAssigned, 10, lambda e: e.job_id == job.id).event
+    sentinel = "no line of the run comes after this one"
+    publish_line(lab.settings, Subjects(lab.settings.namespace).log(
+        lab.settings.default_org, run.run_id, run.worker_id), sentinel)
+    lab.live.wait_line(sentinel, timeout=10)
+    lines = lab.live.lines[:[ln.text for ln in lab.live.lines].index(sentinel)]
     latencies = []
-    for line in lab.live.lines:
+    for line in lines:
         _, _, printed = line.text.split()
         latencies.append(line.received_at - float(printed))
     print(f"\nlog line latency: median {statistics.median(latencies) * 1000:.1f} ms, "
           f"max {max(latencies) * 1000:.1f} ms")
-    assert [ln.text.split()[1] for ln in lab.live.lines] == [str(i) for i in range(TICKS)]
+    assert [ln.text.split()[1] for ln in lines] == [str(i) for i in range(TICKS)]
     assert max(latencies) < 0.1
-    assert job.wait(timeout=30).status == "completed"
 
 
 def test_the_full_log_holds_every_line_after_the_end(lab) -> None:
