@@ -63,10 +63,12 @@ class Aggregate(Generic[S, C]):
         leave: one decision, appended as one message."""
         assert self.decide is not None and self.evolve is not None, f"{self.kind} decides nothing"
         events: list[Event] = []
-        for cmd in cmds:
+        last = len(cmds) - 1
+        for i, cmd in enumerate(cmds):
             step = self.decide(state, cmd, now, by)
-            for event in step:
-                state = self.evolve(state, event)
+            if i < last:                 # the state after the last command is never read
+                for event in step:
+                    state = self.evolve(state, event)
             events += step
         return events
 
