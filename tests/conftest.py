@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -68,9 +70,16 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if given:
         yield given
         return
-    pg = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg")) / "data").start()
-    yield pg.url
-    pg.stop()
+    # Not under pytest's basetemp: as root, pgserver runs Postgres as its own user and opens
+    # the path to the data for it, and every other pytest run on this machine resets
+    # /tmp/pytest-of-root to 0700 at its start, which kills this Postgres mid-run.
+    home = Path(tempfile.mkdtemp(prefix="ow-test-pg-"))
+    pg = EmbeddedPostgres(home / "data").start()
+    try:
+        yield pg.url
+    finally:
+        pg.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def _with_database(url: str, dbname: str) -> str:
