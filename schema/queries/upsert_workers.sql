@@ -1,8 +1,7 @@
 -- Write the current rows of workers a projection batch changed (one row per call).
 INSERT INTO workers (id, organization_id, status, managed, backend, docker_image, hardware_type, gpu_type, gpu_count, vram_gb, pod_id, ttl_until, logfile, reason, cached_models, created_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-ON CONFLICT (id) DO UPDATE SET
-    organization_id = EXCLUDED.organization_id,
+ON CONFLICT (organization_id, id) DO UPDATE SET
     status = EXCLUDED.status,
     managed = EXCLUDED.managed,
     backend = EXCLUDED.backend,

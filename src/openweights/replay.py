@@ -88,7 +88,7 @@ async def fold_log(settings: Settings, *, to_seq: int | None = None,
             apply, n = model.apply, 0
             for m in batch:
                 events = decode(m.data)
-                apply(m.seq, events)
+                apply(m.seq, events, m.subject)
                 n += len(events)
             counts[0] += len(batch)
             counts[1] += n

@@ -7,7 +7,8 @@
 - ``<ns>live.<org>.<kind>.<id>``: the same messages republished by JetStream with
   their stream sequence in headers: what clients subscribe to for live data.
 - ``<ns>log.<org>.<worker_id>.<run_id>``: a job's output lines (stream ``<NS>_LOGS``,
-  aged out), published by the agent: a worker's credentials allow only its own.
+  aged out), published by the agent: a worker's credentials allow only its own worker
+  id, so a run's lines are those under the worker that holds the run.
 - ``<ns>hb.<org>.<worker_id>``: heartbeats (stream ``<NS>_HEARTBEATS``, last one kept).
 - ``<ns>api.<org>.<principal>.<endpoint>``: requests to the api service. The principal
   (a token id) is part of the subject so NATS permissions make it unforgeable.
@@ -28,6 +29,9 @@ _TOKEN = re.compile(r"^[^.*>\s]{1,200}$")
 
 
 def check_token(value: str, what: str = "id") -> str:
+    """``value`` if it can be one token of a subject, else :class:`InvalidRequest` naming
+    ``what``. The one check for every id that becomes part of a subject (the api's
+    request decoders run it on each id field, see :mod:`openweights.api.protocol`)."""
     if not isinstance(value, str) or not _TOKEN.fullmatch(value):  # "$" passes "a\n"
         raise InvalidRequest(
             f"{what} {value!r} is not usable: it must be 1-200 characters without "
@@ -94,12 +98,12 @@ class Subjects:
         return (f"{self.ns}log.{check_token(org, 'organization')}."
                 f"{check_token(worker_id, 'worker id')}.{check_token(run_id)}")
 
-    def log_filter(self, org: str, run_id: str) -> str:
-        """Every stored line of one run, whichever worker wrote it."""
-        return f"{self.ns}log.{check_token(org, 'organization')}.*.{check_token(run_id)}"
-
-    def live_log(self, org: str, run_id: str) -> str:
-        return f"{self.ns}livelog.{org}.*.{run_id}"
+    def live_log(self, org: str, run_id: str, worker_id: str) -> str:
+        """One run's lines as they are stored. Read a run's lines only under the worker
+        that holds it (stored or live): a worker may publish under its own id with any
+        run id, so another run's id in its subjects proves nothing."""
+        return (f"{self.ns}livelog.{check_token(org, 'organization')}."
+                f"{check_token(worker_id, 'worker id')}.{check_token(run_id)}")
 
     @property
     def all_logs(self) -> str:

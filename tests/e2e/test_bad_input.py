@@ -96,10 +96,11 @@ def test_unknown_and_mistyped_params(ow: OpenWeights, finetune: type[Jobs],
         ow.jobs.list(limit=0)
     with pytest.raises(NotFound):
         ow.jobs.retrieve("finetune-0123456789ab")
-    with pytest.raises(NotFound):
-        ow.jobs.retrieve("a.b")  # no job can have such an id
-    with pytest.raises(InvalidRequest, match="not usable"):
-        ow.jobs.cancel("a.b")  # nor can it name a subject
+    # No job can have such an id: an id that cannot be a subject token is refused as
+    # such, wherever it is given (issue 13).
+    for call in (ow.jobs.retrieve, ow.jobs.cancel):
+        with pytest.raises(InvalidRequest, match=r"job_id 'a\.b' is not usable"):
+            call("a.b")
     assert ow.jobs.list() == []
 
 

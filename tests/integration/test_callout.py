@@ -55,6 +55,7 @@ class Tokens:
 
     table: dict[str, tuple[str, str]] = field(default_factory=dict)
     revoked: set[str] = field(default_factory=set)
+    expiring: dict[str, float] = field(default_factory=dict)  # token id -> seconds left
     refusals: list[tuple[str, str]] = field(default_factory=list)  # (token id, reason)
 
     def issue(self, org: str, token_id: str) -> str:
@@ -75,11 +76,14 @@ class Tokens:
             raise AuthenticationError(f"token {tid} revoked")
         return Grant(name=tid,
                      pub_allow=[f"{NS}api.{org}.{tid}.>", f"{NS}whoami.{tid}"],
-                     sub_allow=[f"_INBOX.{tid}.>", f"{NS}live.{org}.>", f"{NS}livelog.{org}.>"])
+                     sub_allow=[f"_INBOX.{tid}.>", f"{NS}live.{org}.>", f"{NS}livelog.{org}.>"],
+                     expires_in_s=self.expiring.get(tid))
 
 
 TOKENS = Tokens()
 TA, TB, TA2 = TOKENS.issue("A", "ta1"), TOKENS.issue("B", "tb1"), TOKENS.issue("A", "ta2")
+TE = TOKENS.issue("A", "te1")  # its grant expires a second after each connect
+TOKENS.expiring["te1"] = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -280,6 +284,29 @@ async def test_kick_closes_a_revoked_tokens_connection_and_refuses_its_reconnect
         assert a.is_connected and b.is_connected and revoked.is_closed
         await a.close()
         await b.close()
+
+
+async def test_the_server_closes_a_connection_when_its_grant_expires(
+        server: EmbeddedNats) -> None:
+    """The user JWT carries the grant's expiry: nats-server cuts the connection then,
+    in real time, with no callout or kick involved; other connections stay."""
+    async with callouts(server, 1):
+        closed = anyio.Event()
+
+        async def on_closed() -> None:
+            closed.set()
+
+        expiring = await _connect(server, TE, "te1", closed_cb=on_closed)
+        lasting = await _connect(server, TA, "ta1")
+        await expiring.subscribe(f"{NS}live.A.>")
+        await wait_flushed(expiring)
+        with anyio.fail_after(5):
+            await closed.wait()
+        # nats-py keeps the server's -ERR as the last error (no error_cb for it).
+        assert "authentication expired" in str(expiring.last_error).lower()
+        await lasting.flush(timeout=2)
+        assert lasting.is_connected
+        await lasting.close()
 
 
 async def test_connects_keep_working_when_one_of_two_instances_dies(

@@ -7,7 +7,9 @@ write rows and checkpoint), into a fresh Postgres schema, and compared table by 
 with one in-memory :class:`ReadModel` that folded the whole history at once, and with
 those rows as ``ow replay`` writes them (COPY into another fresh schema).
 
-NATS is not involved: the log's part (order, sequence numbers) is played by the list.
+NATS is not involved: the log's part (order, sequence numbers, each message's subject)
+is played by the list. Both organizations start workers by hand under the same few ids:
+workers are keyed by (organization, id).
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ class World:
     def __init__(self) -> None:
         self.now = T0
         self.states: dict[str, dict[Any, Any]] = {kind: {} for kind in AGGREGATES}
-        self.messages: list[list[Event]] = []
+        self.messages: list[tuple[str, list[Event]]] = []  # (subject, events)
         self._runs = self._workers = 0
 
     @property
@@ -112,7 +114,9 @@ class World:
             state = aggregate.evolve(state, event)  # what decide says, evolve accepts
         if events:
             store[key] = state
-            self.messages.append(events)
+            org_id = state.id if kind == "org" else state.org
+            agg_id = key[1] if isinstance(key, tuple) else key
+            self.messages.append((f"ow.{org_id}.{kind}.{agg_id}", events))
 
     # -- jobs ------------------------------------------------------------------------
     def submit(self, a: int, b: int) -> None:
@@ -134,8 +138,8 @@ class World:
 
     def assign(self, a: int, b: int) -> None:
         known = self.states["worker"]
-        workers = [w for w, s in known.items() if s.status == "active"] or list(known) or list(
-            WORKERS)
+        workers = [w for (_, w), s in known.items() if s.status == "active"] or [
+            w for _, w in known] or list(WORKERS)
         self._runs += 1
         self.decide("job", self._job(a, "pending"), AssignJob(
             worker_id=workers[b % len(workers)], run_id=f"run-{self._runs}"), Actor("scheduler"))
@@ -191,7 +195,7 @@ class World:
         if b % 3 == 0:
             events.append(RunFileUploaded(at=self.now, by=by, job_id=job_id, run_id=run.id,
                                           path="samples.jsonl", file=f"file-up-{b}"))
-        self.messages.append(events)
+        self.messages.append((f"ow.{self.jobs[job_id].org}.run.{job_id}", events))
 
     def cancel(self, a: int, b: int) -> None:
         self.decide("job", self._job(a, "pending", "in_progress"), CancelJob(),
@@ -214,9 +218,10 @@ class World:
     def _worker(self, a: int, cmd: Any, by: str = "provisioner", prefer: str = "") -> None:
         """``cmd`` for its own worker id, or for a known worker (in state ``prefer`` if any)."""
         known = self.states["worker"]
-        ids = [w for w, s in known.items() if s.status == prefer] or list(known) or list(WORKERS)
-        wid = getattr(cmd, "worker_id", None) or ids[a % len(ids)]
-        self.decide("worker", wid, cmd, Actor(by, wid if by == "agent" else "prov-0"))
+        keys = [k for k, s in known.items() if s.status == prefer] or list(known) or [
+            (ORGS[a % 2], w) for w in WORKERS]
+        key = (cmd.org, cmd.worker_id) if hasattr(cmd, "org") else keys[a % len(keys)]
+        self.decide("worker", key, cmd, Actor(by, key[1] if by == "agent" else "prov-0"))
 
     def request_worker(self, a: int, b: int) -> None:
         self._worker(a, RequestWorker(worker_id=self._new_worker_id(), org=ORGS[a % 2],
@@ -225,9 +230,10 @@ class World:
 
     def register_worker(self, a: int, b: int) -> None:
         """The agent of a requested machine, or (sometimes) one started by hand."""
-        starting = [w for w, s in self.states["worker"].items() if s.status == "starting"]
-        wid = starting[a % len(starting)] if starting and b % 4 else self._new_worker_id()
-        org_id = self.states["worker"][wid].org if wid in self.states["worker"] else ORGS[a % 2]
+        starting = [k for k, s in self.states["worker"].items() if s.status == "starting"]
+        # By hand: one of a few names, which the other organization may use too.
+        org_id, wid = (starting[a % len(starting)] if starting and b % 4
+                       else (ORGS[a % 2], WORKERS[b % len(WORKERS)]))
         self._worker(a, RegisterWorker(
             worker_id=wid, org=org_id, docker_image=("img:v1", "img:v2")[b % 2],
             hardware_type=f"{1 + b % 2}x H100S", gpu_type="H100S", gpu_count=1 + b % 2,
@@ -313,10 +319,10 @@ def normalised(table: str, table_rows: list[Row]) -> list[Row]:
     return sorted(table_rows, key=lambda r: tuple(r[i] for i in pk))
 
 
-def fold_at_once(messages: list[list[Event]]) -> ReadModel:
+def fold_at_once(messages: list[tuple[str, list[Event]]]) -> ReadModel:
     model = ReadModel()
-    for seq, events in enumerate(messages, start=1):
-        model.apply(seq, events)
+    for seq, (subject, events) in enumerate(messages, start=1):
+        model.apply(seq, events, subject)
     return model
 
 
@@ -334,16 +340,16 @@ async def fresh_schema(url: str) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
-async def project_live(url: str, batches: list[list[tuple[int, bytes]]]
+async def project_live(url: str, batches: list[list[tuple[int, tuple[str, bytes]]]]
                        ) -> dict[str, list[Row]]:
     """What the projector does per batch (decode, load, apply, write); every table after."""
     async with fresh_schema(url) as conn:
         for batch in batches:
-            decoded = [(seq, decode(data)) for seq, data in batch]
+            decoded = [(seq, subject, decode(data)) for seq, (subject, data) in batch]
             model = ReadModel()
-            await load(conn, model, ReadModel.keys_of(e for _, evs in decoded for e in evs))
-            for seq, events in decoded:
-                model.apply(seq, events)
+            await load(conn, model, ReadModel.keys_of((s, evs) for _, s, evs in decoded))
+            for seq, subject, events in decoded:
+                model.apply(seq, events, subject)
             await write_changes(conn, model, name=CHECKPOINT, last_seq=batch[-1][0])
         assert await get_checkpoint(conn, CHECKPOINT) == batches[-1][-1][0]
         return {t: await table_rows(conn, t) for t in TABLES}
@@ -357,7 +363,7 @@ async def project_replay(url: str, model: ReadModel) -> dict[str, list[Row]]:
         return {t: await table_rows(conn, t) for t in TABLES}
 
 
-async def both(url: str, batches: list[list[tuple[int, bytes]]], model: ReadModel
+async def both(url: str, batches: list[list[tuple[int, tuple[str, bytes]]]], model: ReadModel
                ) -> tuple[dict[str, list[Row]], dict[str, list[Row]]]:
     return await project_live(url, batches), await project_replay(url, model)
 
@@ -369,7 +375,8 @@ async def table_rows(conn: asyncpg.Connection, table: str) -> list[Row]:
     return [tuple(r.values()) for r in records]
 
 
-def split(messages: list[bytes], sizes: list[int]) -> list[list[tuple[int, bytes]]]:
+def split(messages: list[tuple[str, bytes]], sizes: list[int]
+          ) -> list[list[tuple[int, tuple[str, bytes]]]]:
     numbered = list(enumerate(messages, start=1))
     batches, i, k = [], 0, 0
     while i < len(numbered):
@@ -394,7 +401,7 @@ def test_live_projection_equals_the_pure_fold(
     assert expected.jobs == world.jobs  # the projection folds exactly what decide folded
     assert expected.workers == world.states["worker"]
 
-    batches = split([encode(m) for m in world.messages], sizes)
+    batches = split([(subject, encode(m)) for subject, m in world.messages], sizes)
     live, replayed = asyncio.run(both(database_url, batches, expected))
 
     want = expected.all_rows()
@@ -410,6 +417,9 @@ def test_the_generator_makes_every_event() -> None:
     for _ in range(3000):
         world.step(rng.choice(WEIGHTED), rng.randrange(64), rng.randrange(64),
                    rng.randrange(1, 5_000_000))
-    made = {type(e) for m in world.messages for e in m}
+    made = {type(e) for _, m in world.messages for e in m}
     assert sorted(c.__name__ for c in set(ALL_EVENTS) - made) == []
-    assert any(fold_at_once(world.messages).cached_models.values())
+    model = fold_at_once(world.messages)
+    assert any(model.cached_models.values())
+    assert any((ORGS[0], w) in model.workers and (ORGS[1], w) in model.workers
+               for w in WORKERS), "no worker id in both organizations"

@@ -3,6 +3,11 @@ the service logs (issue 5): only ciphertext (secrets) and hashes (tokens) are ke
 
 from __future__ import annotations
 
+import os
+import pty
+import select
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -130,3 +135,57 @@ def test_secrets_and_tokens_are_never_stored_or_logged_in_plaintext(
                         ("nats-server", server_log)):
         for value in forbidden:
             assert value not in text, f"{value!r} in {where} log"
+
+
+def test_ow_env_set_reads_a_bare_keys_value_from_stdin(world: World) -> None:
+    """`ow env set KEY`: the value never is an argument (the process list shows those)."""
+    value = f"hf_{uuid.uuid4().hex}"
+    piped = world.cli("a_admin", "env", "set", "HF_TOKEN", input=f"{value}\n")
+    assert piped.exit_code == 0, piped.output
+    assert value not in piped.output
+    assert world.ow("a_admin").secrets.show() == {"HF_TOKEN": value}
+    empty = world.cli("a_admin", "env", "set", "OTHER", input="")
+    assert empty.exit_code == 1 and "no value" in empty.output, empty.output
+    two = world.cli("a_admin", "env", "set", "A1", "A2", input="x\n")
+    assert two.exit_code == 1 and "one KEY" in two.output, two.output
+    helped = world.cli("a_admin", "env", "set", "--help")
+    assert "stdin" in helped.output and "prompt" in helped.output
+    assert set(world.ow("a_admin").secrets.show()) == {"HF_TOKEN"}
+
+
+def _read_until(fd: int, wanted: bytes, seen: bytearray) -> None:
+    """Read the terminal's output until ``wanted`` shows (or the process ends)."""
+    while wanted not in seen:
+        ready, _, _ = select.select([fd], [], [], 30)
+        assert ready, f"no {wanted!r} on the terminal; it showed {bytes(seen)!r}"
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the process ended: its side of the terminal closed
+            return
+        if not chunk:
+            return
+        seen += chunk
+
+
+def test_ow_env_set_prompts_for_a_bare_keys_value_without_echo(world: World) -> None:
+    value = f"rp_{uuid.uuid4().hex}"
+    env = {**os.environ, "OW_NATS_URL": world.server.url, "OW_NAMESPACE": world.ns,
+           "OW_HOME": str(world.home / "cli"), "OPENWEIGHTS_API_KEY": world.tokens["a_admin"],
+           "OW_REQUEST_TIMEOUT_S": "3"}
+    controller, terminal = pty.openpty()
+    ow = Path(sys.executable).with_name("ow")
+    proc = subprocess.Popen([str(ow), "env", "set", "RUNPOD_API_KEY"], stdin=terminal,
+                            stdout=terminal, stderr=terminal, env=env, start_new_session=True)
+    os.close(terminal)
+    seen = bytearray()
+    try:
+        _read_until(controller, b"RUNPOD_API_KEY", seen)  # the prompt names the key
+        os.write(controller, f"{value}\n".encode())
+        _read_until(controller, b"set RUNPOD_API_KEY", seen)
+        assert proc.wait(timeout=30) == 0, bytes(seen)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(controller)
+    assert value.encode() not in seen  # not echoed
+    assert world.ow("a_admin").secrets.show() == {"RUNPOD_API_KEY": value}

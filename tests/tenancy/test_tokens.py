@@ -13,7 +13,7 @@ import pytest
 
 from openweights import tokens
 from openweights.errors import AuthenticationError, Forbidden, InvalidRequest
-from tests.tenancy.conftest import World, raw_connect
+from tests.tenancy.conftest import World, raw_connect, wait_flushed
 
 TOKEN_LINE = re.compile(r"ow_[0-9a-f]{48}")
 
@@ -90,6 +90,39 @@ def test_ow_token_revoke_disconnects_live_connections(world: World) -> None:
     assert time.monotonic() - started < world.client_settings.request_timeout_s + 1.5
     assert a.jobs.list() == []  # the org's other connections are unaffected
     assert {t["id"]: t["status"] for t in a.tokens.list()}[made["id"]] == "revoked"
+
+
+def test_an_expired_tokens_live_subscriptions_are_cut_at_expiry(world: World) -> None:
+    """As at revocation: past its expiry (the services' clock, moved here) a token's
+    connections are closed, not only its next request refused; others stay."""
+    a = world.ow("a_admin")
+    made = a.tokens.create("short-lived", expires_in_s=60)
+    ns = world.ns
+
+    async def check() -> None:
+        closed = anyio.Event()
+
+        async def on_closed() -> None:
+            closed.set()
+
+        nc = await raw_connect(world, made["token"], allow_reconnect=True,
+                               reconnect_time_wait=0.05, max_reconnect_attempts=3,
+                               closed_cb=on_closed)
+        other = await raw_connect(world, world.tokens["a_user"])
+        for subject in (f"{ns}live.orgA.>", f"{ns}livelog.orgA.>"):
+            await nc.subscribe(subject)
+            await other.subscribe(subject)
+        await wait_flushed(nc)
+        world.clock.advance(61)
+        with anyio.fail_after(10):
+            await closed.wait()
+        await other.flush(timeout=2)
+        assert other.is_connected
+        await other.close()
+
+    anyio.run(check)
+    with pytest.raises(AuthenticationError):
+        world.ow(made["token"]).jobs.list()
 
 
 def test_user_tokens_cannot_manage_tokens_or_read_secrets(world: World) -> None:

@@ -222,6 +222,55 @@ def test_a_worker_cannot_use_another_workers_subjects(fleet: Fleet) -> None:
     anyio.run(check)
 
 
+def test_a_worker_sees_only_its_own_live_lines(fleet: Fleet) -> None:
+    world, s = fleet.world, fleet.world.subjects
+
+    async def check() -> None:
+        errors = Errors()
+        w1 = await raw_connect(world, fleet.w1_token, errors)
+        w2 = await raw_connect(world, fleet.w2_token)
+        org_lines = f"{world.ns}livelog.{A}.>"
+        wide = await w1.subscribe(org_lines)
+        own = await w1.subscribe(f"{world.ns}livelog.{A}.w1.>")
+        await wait_flushed(w1)
+        await errors.wait_for(f'permissions violation for subscription to "{org_lines}"')
+        # Stored (acked) in this order: w2's line is republished before w1's own.
+        await w2.request(s.log(A, "run-2", "w2"), b"w2's line\n", timeout=5)
+        await w1.request(s.log(A, "run-1", "w1"), b"w1's line\n", timeout=5)
+        assert (await own.next_msg(timeout=5)).data == b"w1's line\n"
+        assert wide.delivered == 0
+        await w1.close()
+        await w2.close()
+
+    anyio.run(check)
+
+
+def test_a_line_under_its_own_name_never_lands_in_another_workers_run(fleet: Fleet) -> None:
+    """w1 may publish under its own worker id with any run id: a line it addresses to
+    w2's run-2 is neither read (logs.read) nor followed (live) as run-2's output."""
+    world, s = fleet.world, fleet.world.subjects
+    admin = world.ow("a_admin")
+
+    async def publish(*lines: tuple[str, str, bytes]) -> None:
+        conns = {"w1": await raw_connect(world, fleet.w1_token),
+                 "w2": await raw_connect(world, fleet.w2_token)}
+        for worker, run_id, data in lines:  # each acked: stored in this order
+            await conns[worker].request(s.log(A, run_id, worker), data, timeout=5)
+        for nc in conns.values():
+            await nc.close()
+
+    anyio.run(publish, ("w2", "run-2", b"w2 first\n"), ("w1", "run-2", b"forged 1\n"))
+    stored = retry(lambda: list(admin.runs.read_logs("run-2")) or 1 / 0, "run-2's lines")
+    assert [text for _, text in stored] == ["w2 first\n"]
+    own = list(world.ow(fleet.w2_token).runs.read_logs("run-2"))
+    assert [text for _, text in own] == ["w2 first\n"]
+    followed = iter(admin.runs.follow_logs("run-2"))
+    assert next(followed) == "w2 first\n"  # subscribed to the live lines by now
+    anyio.run(publish, ("w1", "run-2", b"forged 2\n"), ("w2", "run-2", b"w2 last\n"))
+    admin.jobs.cancel(fleet.job2)  # ends the follow
+    assert list(followed) == ["w2 last\n"]
+
+
 def test_a_worker_without_a_run_is_told_to_start_one_for_its_secrets(fleet: Fleet) -> None:
     w3 = fleet.world.ow(fleet.world.worker_token(A, "w3"))
     _call(w3, "agent.register", worker_id="w3", docker_image="i", hardware_type="cpu")
@@ -267,27 +316,33 @@ def test_an_end_with_its_start_records_both_in_one_append_only_for_an_outcome(
     assert run.status == "completed" and run.started_at is not None
 
 
-def test_a_worker_id_of_another_organization_cannot_be_registered(fleet: Fleet) -> None:
-    """Worker ids are one namespace: org B registering w1 (org A's) would have the read
-    models (and the projector) mix up two workers."""
+def test_another_organizations_worker_id_is_as_free_as_an_unused_one(fleet: Fleet) -> None:
+    """Workers are keyed by (organization, id): org B registering w1, which org A runs,
+    answers exactly as for an id nobody has, and the two w1 stay two workers."""
     world = fleet.world
     b = world.ow("b_admin")
-    with pytest.raises(Conflict, match="taken by another organization"):
-        _call(b, "agent.register", worker_id="w1", docker_image="i", hardware_type="cpu")
-    _call(b, "agent.register", worker_id="b-own-worker", docker_image="i", hardware_type="cpu")
 
-    async def workers() -> list[tuple[str, str]]:
+    def register(worker_id: str) -> Any:
+        return _call(b, "agent.register", worker_id=worker_id, docker_image="img-of-b",
+                     hardware_type="cpu")
+
+    assert register("w1") == register("b-own-worker") == {"requeued": []}
+
+    async def workers() -> dict[tuple[str, str], str]:
         conn = await asyncpg.connect(str(world.settings.database_url))
         try:
-            rows = await conn.fetch("SELECT id, organization_id FROM workers ORDER BY id")
+            rows = await conn.fetch("SELECT id, organization_id, docker_image FROM workers")
         finally:
             await conn.close()
-        return [(r["id"], r["organization_id"]) for r in rows]
+        return {(r["organization_id"], r["id"]): r["docker_image"] for r in rows}
 
-    # The projector is alive (B's own worker is projected) and w1 is still A's alone.
-    def projected() -> list[tuple[str, str]]:
+    def projected() -> dict[tuple[str, str], str]:
         rows = anyio.run(workers)
-        assert ("b-own-worker", B) in rows
+        assert (B, "w1") in rows and (B, "b-own-worker") in rows
         return rows
 
-    assert ("w1", A) in retry(projected, "B's worker projected")
+    rows = retry(projected, "B's workers projected")
+    assert rows[(A, "w1")] == "i" and rows[(B, "w1")] == "img-of-b"
+    admin = world.ow("a_admin")
+    assert admin.jobs.retrieve(fleet.job1).status == "in_progress"  # A's w1 kept its run
+    assert [r.worker_id for r in b.runs.list(worker_id="w1")] == []

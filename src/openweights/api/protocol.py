@@ -9,9 +9,12 @@ is ``{"ok": <result>, "seq": <log position>}`` or ``{"error": {"code", "message"
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
 from typing import Annotated, Any, Literal
 
 import msgspec
+
+from openweights.subjects import check_token
 
 PROTOCOL_VERSION = 1
 MAX_REQUEST_BYTES = 1 << 20  # larger data goes up as a file
@@ -28,6 +31,17 @@ Position = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 Instant = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
+# Fields naming an aggregate (its id becomes a subject token: ``<ns>.<org>.<kind>.<id>``,
+# ``<ns>log.<org>.<worker>.<run>``...), checked by every request's decoder, so that no
+# handler sees a dot, wildcard or whitespace in one.
+SUBJECT_IDS = frozenset({"job_id", "run_id", "worker_id", "file_id", "token_id"})
+
+
+@cache
+def _subject_ids(cls: type) -> tuple[str, ...]:
+    return tuple(n for n in cls.__struct_fields__ if n in SUBJECT_IDS)  # type: ignore[attr-defined]
+
+
 class Request(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     v: int = PROTOCOL_VERSION
     # Idempotency key of this call; a retry of the same call reuses it.
@@ -35,6 +49,14 @@ class Request(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Queries wait until the read models include this log position (read-your-writes);
     # -1: every message stored before the request (a live view that just subscribed).
     min_seq: int = 0
+
+    def __post_init__(self) -> None:
+        # Raises InvalidRequest (a ValueError: decoding reports it as invalid, with the
+        # field's name), and in the SDK before anything is sent.
+        for name in _subject_ids(type(self)):
+            value = getattr(self, name)
+            if value is not None:
+                check_token(value, name)
 
 
 class ErrorBody(msgspec.Struct):

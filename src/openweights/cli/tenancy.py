@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import re
+import sys
 from pathlib import Path
 
 import anyio
@@ -100,13 +102,35 @@ def token_revoke(token_id: str) -> None:
     console.print(f"revoked {r['id']} ({r['disconnected']} connection(s) closed)")
 
 
+def read_secret_values(names: list[str]) -> dict[str, str]:
+    """The values of bare KEYs (no ``=VALUE``), never from argv: each from a hidden
+    prompt on a terminal, or the one KEY's value from stdin otherwise."""
+    if not names:
+        return {}
+    if not sys.stdin.isatty():
+        if len(names) > 1:
+            raise InvalidRequest(f"{', '.join(names)}: stdin holds one value, so give one "
+                                 "KEY when piping it (ow env set KEY < file)")
+        values = {names[0]: sys.stdin.read().removesuffix("\n").removesuffix("\r")}
+    else:
+        values = {n: getpass.getpass(f"value of {n} (hidden): ") for n in names}
+    empty = [n for n, v in values.items() if not v]
+    if empty:
+        raise InvalidRequest(f"no value given for {', '.join(empty)}: type it at the prompt "
+                             "or pipe it in (ow env set KEY < file)")
+    return values
+
+
 @friendly
 def env_set(pairs: list[str]) -> None:
-    """Set secrets: ow env set KEY=VALUE [KEY=VALUE...]."""
-    values = parse_env_lines(pairs)
+    """Set secrets: ow env set KEY=VALUE [KEY=VALUE...], or ow env set KEY [KEY...] to
+    keep values out of the process list and shell history: each is read from a hidden
+    prompt, or from stdin when that is not a terminal (ow env set HF_TOKEN < token.txt)."""
+    values = parse_env_lines([p for p in pairs if "=" in p])
+    values.update(read_secret_values([p.strip() for p in pairs if "=" not in p]))
     with client() as ow:
         ow.secrets.set(**values)
-    console.print(f"set {', '.join(sorted(values))}")
+    console.print(f"set {', '.join(sorted(values))}", highlight=False)
 
 
 @friendly

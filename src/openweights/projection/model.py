@@ -1,8 +1,12 @@
-"""The read models folded in memory: ``ReadModel.apply(seq, events)``.
+"""The read models folded in memory: ``ReadModel.apply(seq, events, subject)``.
 
 Both the live projector (which first loads the rows a batch touches) and ``ow replay``
 (which starts empty) fold the log through this class, so they cannot disagree. It
 tracks which rows changed so the caller writes only those.
+
+Workers are keyed by ``(organization, worker id)``: an id is chosen by whoever starts
+the agent, so two organizations may each have one of the same name. Their events do
+not all carry the organization; the message's subject (``<ns>.<org>.<kind>.<id>``) does.
 """
 
 from __future__ import annotations
@@ -47,14 +51,19 @@ _TABLE = {"org": "organizations", "token": "api_tokens", "secret": "organization
 assert set(_TABLE) == set(AGGREGATES), "every aggregate needs a table"
 
 
+def org_of(subject: str) -> str:
+    """The organization of an aggregate subject ``<ns>.<org>.<kind>.<id>``."""
+    return subject.split(".", 2)[1]
+
+
 @dataclass
 class ReadModel:
     orgs: dict[str, OrgState] = field(default_factory=dict)
     tokens: dict[str, TokenState] = field(default_factory=dict)
     secrets: dict[tuple[str, str], SecretState | None] = field(default_factory=dict)
     files: dict[str, FileState] = field(default_factory=dict)
-    workers: dict[str, WorkerState] = field(default_factory=dict)
-    cached_models: dict[str, list[str]] = field(default_factory=dict)
+    workers: dict[tuple[str, str], WorkerState] = field(default_factory=dict)
+    cached_models: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     jobs: dict[str, JobState] = field(default_factory=dict)
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Appended event rows and the keys of changed rows since the last ``take_changes``.
@@ -65,18 +74,26 @@ class ReadModel:
 
     # -- what a batch touches (the live projector loads these first) -------------------
     @staticmethod
-    def keys_of(events: Iterable[Event]) -> dict[str, set[Any]]:
+    def keys_of(messages: Iterable[tuple[str, list[Event]]]) -> dict[str, set[Any]]:
+        """The rows that ``(subject, events)`` messages touch, per table."""
         keys: dict[str, set[Any]] = {table: set() for table in _TABLE.values()}
-        for e in events:
-            agg = aggregate_of(e)
-            key = (e.org, e.name) if agg is SECRET else agg.id_of(e)  # type: ignore[attr-defined]
-            keys[_TABLE[agg.kind]].add(key)
-            if type(e) is JobCompleted:  # the worker's cached models change
-                keys["workers"].add(e.worker_id)
+        for subject, events in messages:
+            for e in events:
+                agg = aggregate_of(e)
+                if agg is SECRET:
+                    key: Any = (e.org, e.name)  # type: ignore[attr-defined]
+                elif agg.kind == "worker":
+                    key = (org_of(subject), agg.id_of(e))
+                else:
+                    key = agg.id_of(e)
+                keys[_TABLE[agg.kind]].add(key)
+                if type(e) is JobCompleted:  # the worker's cached models change
+                    keys["workers"].add((org_of(subject), e.worker_id))
         return keys
 
     # -- the fold ----------------------------------------------------------------------
-    def apply(self, seq: int, events: list[Event]) -> None:
+    def apply(self, seq: int, events: list[Event], subject: str) -> None:
+        """Fold one message: its log position, its events and its aggregate's subject."""
         # Dispatch on the exact type: run events are most of the log, and a chain of
         # isinstance checks against tuples of classes cost a third of the fold.
         for idx, e in enumerate(events):
@@ -86,9 +103,9 @@ class ReadModel:
             elif kind is _JOB:
                 self._apply_job(e)
             elif kind is _WORKER:
-                self.workers[e.worker_id] = worker.evolve(  # type: ignore[attr-defined]
-                    self.workers.get(e.worker_id), e)  # type: ignore[attr-defined]
-                self.dirty["workers"].add(e.worker_id)  # type: ignore[attr-defined]
+                key = (org_of(subject), e.worker_id)  # type: ignore[attr-defined]
+                self.workers[key] = worker.evolve(self.workers.get(key), e)
+                self.dirty["workers"].add(key)
             else:
                 self._apply_tenancy(e)
 
@@ -99,12 +116,12 @@ class ReadModel:
         self.dirty["jobs"].add(job_id)
         cls = type(e)
         if cls is JobCompleted:
-            worker_id = e.worker_id  # type: ignore[attr-defined]
+            key = (state.org, e.worker_id)  # type: ignore[attr-defined]
             name = cached_model(state.spec.model)
-            models = self.cached_models.setdefault(worker_id, [])
-            if name and name not in models and worker_id in self.workers:
+            models = self.cached_models.setdefault(key, [])
+            if name and name not in models and key in self.workers:
                 models.append(name)
-                self.dirty["workers"].add(worker_id)
+                self.dirty["workers"].add(key)
         elif cls is JobReset:
             self.outputs[job_id] = {}
 

@@ -43,7 +43,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 PRIMARY_KEY: dict[str, tuple[str, ...]] = {
     "organizations": ("id",), "api_tokens": ("id",),
     "organization_secrets": ("organization_id", "name"), "files": ("id",),
-    "workers": ("id",), "jobs": ("id",), "runs": ("id",), "events": ("seq", "idx"),
+    "workers": ("organization_id", "id"), "jobs": ("id",), "runs": ("id",),
+    "events": ("seq", "idx"),
 }
 TABLES = tuple(COLUMNS)
 

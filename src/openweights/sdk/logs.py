@@ -2,10 +2,10 @@
 
 Agents publish output to ``<ns>log.<org>.<worker_id>.<run_id>`` (stream ``<NS>_LOGS``);
 JetStream republishes every stored chunk to ``<ns>livelog.<org>.<worker_id>.<run_id>``
-with its stream sequence in ``Nats-Sequence``. A follower subscribes first, then reads the
-stored chunks from the api service, and merges by sequence (as :mod:`openweights.sdk.live`
-does for events), so no chunk is missed or repeated. It watches the job's own subject to
-know when to stop.
+with its stream sequence in ``Nats-Sequence``. A run's lines are those under the worker
+that holds it. A follower subscribes first, then reads the stored chunks from the api
+service, and merges by sequence (as :mod:`openweights.sdk.live` does for events), so no
+chunk is missed or repeated. It watches the job's own subject to know when to stop.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ async def follow_logs(t: Transport, run_id: str, after_seq: int = 0) -> AsyncIte
     async def on_msg(msg: Msg) -> None:
         send.send_nowait(msg)
 
-    live_log = t.subjects.live_log(t.org, check_token(run_id, "run id"))  # any worker's
+    # Its own worker's lines only: another worker may use this run id under its own.
+    live_log = t.subjects.live_log(t.org, check_token(run_id, "run id"), run["worker_id"])
     subs: list[Any] = [await nc.subscribe(live_log, cb=on_msg),
                        await nc.subscribe(t.subjects.live(t.org, "job", run["job_id"]), cb=on_msg)]
     last = after_seq

@@ -8,11 +8,15 @@ Run two or more instances: they share the queue group, so any one of them answer
 
 Revocation is "mark the token, then :meth:`AuthCallout.kick` its live connections":
 JWT expiry and config reloads both make nats-py drop connections for good (§7, §8).
+Expiry is the one case where that is right: a grant with ``expires_in_s`` is admitted
+with a user JWT whose ``exp`` has the server close the connection at that moment.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -59,13 +63,16 @@ class ClientInfo(msgspec.Struct, frozen=True):
 
 class Grant(msgspec.Struct, frozen=True):
     """What one connection may do. ``name`` (e.g. the token id) names it in server logs,
-    connz and :meth:`AuthCallout.kick`. An empty allow list means "nothing" here."""
+    connz and :meth:`AuthCallout.kick`. An empty allow list means "nothing" here.
+    ``expires_in_s``: the server closes the connection that many seconds (rounded up to
+    a whole one) after it is admitted; None: never."""
 
     name: str
     pub_allow: list[str]
     sub_allow: list[str]
     pub_deny: list[str] = []
     sub_deny: list[str] = []
+    expires_in_s: float | None = None
 
 
 Authorize = Callable[[str, ClientInfo], Awaitable[Grant]]
@@ -138,8 +145,11 @@ class AuthCallout:
         if self._kicked_at.get(grant.name, 0) > started:
             return self._refusal(claims, f"{grant.name} was revoked while connecting")
         self._live.setdefault(grant.name, set()).add((info.server_id, info.cid))
+        expires = (None if grant.expires_in_s is None
+                   else math.ceil(time.time() + grant.expires_in_s))
         user = jwt.user_jwt(user_nkey, self.account, grant.name, grant.pub_allow,
-                            grant.pub_deny, grant.sub_allow, grant.sub_deny, self.issuer_seed)
+                            grant.pub_deny, grant.sub_allow, grant.sub_deny, self.issuer_seed,
+                            expires_at=expires)
         return jwt.authorization_response(claims, user, issuer_seed=self.issuer_seed).encode()
 
     def _refusal(self, claims: dict[str, Any] | None, reason: str) -> bytes:

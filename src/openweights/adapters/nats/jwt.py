@@ -156,12 +156,16 @@ def user_jwt(
     sub_allow: list[str],
     sub_deny: list[str],
     issuer_seed: bytes | str,
+    *,
+    expires_at: int | None = None,
 ) -> str:
     """The user claims placing connection ``user_nkey`` into config-mode ``account``.
 
     ``aud`` names the account (config mode; ``issuer_account`` is refused there).
-    ``name`` shows in server logs and connz as the authorized user. No ``exp``: nats-py
-    treats "User Authentication Expired" as fatal, so revocation is by KICK instead.
+    ``name`` shows in server logs and connz as the authorized user. ``expires_at`` (unix
+    seconds) becomes ``exp``: the server closes the connection then ("User
+    Authentication Expired", which nats-py treats as fatal: no reconnect). So it is only
+    for credentials that end then; revocation before it is by KICK.
     """
     nats = {
         "pub": _permission(pub_allow, pub_deny),
@@ -169,7 +173,10 @@ def user_jwt(
         "subs": -1, "data": -1, "payload": -1,
         "type": "user", "version": 2,
     }
-    return encode_jwt({"sub": user_nkey, "aud": account, "name": name, "nats": nats}, issuer_seed)
+    claims: dict[str, Any] = {"sub": user_nkey, "aud": account, "name": name, "nats": nats}
+    if expires_at is not None:
+        claims["exp"] = expires_at
+    return encode_jwt(claims, issuer_seed)
 
 
 def authorization_response(

@@ -42,12 +42,15 @@ async def load(conn: asyncpg.Connection, model: ReadModel, keys: dict[str, set[A
             model.secrets[(r["organization_id"], r["name"])] = rows.secret_state(r)
 
 
-async def _load_workers(conn: asyncpg.Connection, model: ReadModel, ids: set[str]) -> None:
-    wanted = [k for k in ids if k not in model.workers]
+async def _load_workers(conn: asyncpg.Connection, model: ReadModel,
+                        keys: set[tuple[str, str]]) -> None:
+    wanted = [k for k in keys if k not in model.workers]
     if wanted:
-        for r in await conn.fetch(query("load_workers"), wanted):
-            model.workers[r["id"]] = rows.worker_state(r)
-            model.cached_models[r["id"]] = list(r["cached_models"])
+        orgs, ids = zip(*wanted, strict=True)
+        for r in await conn.fetch(query("load_workers"), list(orgs), list(ids)):
+            key = (r["organization_id"], r["id"])
+            model.workers[key] = rows.worker_state(r)
+            model.cached_models[key] = list(r["cached_models"])
 
 
 async def _load_jobs(conn: asyncpg.Connection, model: ReadModel, ids: set[str]) -> None:

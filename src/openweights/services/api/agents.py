@@ -47,7 +47,7 @@ async def _job_command(d: Deps, ctx: Context, req: protocol.AgentRun, *cmds: Job
 async def register_worker(d: Deps, ctx: Context, req: protocol.AgentRegister) -> Seq:
     check_token(req.worker_id, "worker id")
     check_worker(ctx.principal, req.worker_id)
-    d.worker_ids.claim(ctx.org, req.worker_id)
+    # Workers are the organization's: another's of the same id is none of its business.
     by = Actor("agent", req.worker_id)
     cmd = RegisterWorker(worker_id=req.worker_id, org=ctx.org, docker_image=req.docker_image,
                          hardware_type=req.hardware_type, gpu_type=req.gpu_type,

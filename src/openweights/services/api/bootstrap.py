@@ -20,9 +20,15 @@ from openweights.clock import Clock
 from openweights.config import Settings
 from openweights.execute import Executor
 from openweights.secretbox import SecretBox
-from openweights.services.api.callout import CalloutKicker, TokenAuthorizer, callout_connections
+from openweights.services.api.callout import (
+    CalloutKicker,
+    Expiries,
+    ExpiryWatch,
+    TokenAuthorizer,
+    callout_connections,
+)
 from openweights.services.api.context import Deps, Kicker, NoKicker, ReadModels
-from openweights.services.api.indexes import Holdings, OrgSecrets, RunIndex, TokenIndex, WorkerIds
+from openweights.services.api.indexes import Holdings, OrgSecrets, RunIndex, TokenIndex
 from openweights.services.api.routes import ROUTES
 from openweights.services.api.service import ApiService
 from openweights.services.api.uploads import Uploads
@@ -47,21 +53,23 @@ async def compose(settings: Settings, stack: AsyncExitStack, nc: Client, js: Jet
     fold.listeners += [tokens.on_event, runs.on_event, holdings.on_event]
     instance = secrets.token_hex(6)
     kicker: Kicker = NoKicker()
-    callout = None
+    callout, expiry = None, None
     if settings.auth and settings.nats_auth_file is not None:
         assert settings.nats_url is not None
         auth = NatsAuthConfig.load_or_create(settings.nats_auth_file)
         nc_auth, nc_sys = await stack.enter_async_context(
             callout_connections(settings.nats_url, auth))
+        expiries = Expiries()
         callout = AuthCallout(nc_auth, auth.issuer_seed, authorize=TokenAuthorizer(
-            subjects.ns, fold, tokens, pool, clock))
+            subjects.ns, fold, tokens, pool, clock, expiries))
         kicker = CalloutKicker(callout, nc_sys)
+        expiry = ExpiryWatch(expiries, kicker, clock)
     deps = Deps(
         settings=settings, subjects=subjects, nc=nc, js=js, fold=fold,
         executor=Executor(log, fold, subjects, clock=clock),
         reads=ReadModels(pool, watcher, log, settings.request_timeout_s / 2), files=files,
         uploads=Uploads(settings.home, instance, settings.upload_idle_s), tokens=tokens,
-        runs=runs, holdings=holdings, worker_ids=WorkerIds(fold),
+        runs=runs, holdings=holdings,
         secrets=OrgSecrets(fold, SecretBox(settings.secret_key)), kicker=kicker, clock=clock,
         instance=instance)
-    return ApiService(deps, ROUTES, callout)
+    return ApiService(deps, ROUTES, callout, expiry)

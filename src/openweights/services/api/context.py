@@ -29,7 +29,7 @@ from openweights.eventlog import EventLog
 from openweights.events import Actor
 from openweights.execute import Executor
 from openweights.services.api.auth import Principal
-from openweights.services.api.indexes import Holdings, OrgSecrets, RunIndex, TokenIndex, WorkerIds
+from openweights.services.api.indexes import Holdings, OrgSecrets, RunIndex, TokenIndex
 from openweights.services.api.uploads import Uploads
 from openweights.subjects import Subjects
 
@@ -111,7 +111,6 @@ class Deps:
     tokens: TokenIndex
     runs: RunIndex
     holdings: Holdings
-    worker_ids: WorkerIds
     secrets: OrgSecrets
     kicker: Kicker
     clock: Clock

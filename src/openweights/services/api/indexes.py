@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from openweights.domain.aggregates import JOB, SECRET, WORKER
+from openweights.domain.aggregates import JOB, SECRET
 from openweights.domain.job import JobState
-from openweights.errors import Conflict, NotFound, OpenWeightsError
+from openweights.errors import NotFound, OpenWeightsError
 from openweights.events import Event, JobAssigned, TokenCreated
 from openweights.fold import Fold
 from openweights.secretbox import SecretBox
@@ -67,25 +67,6 @@ class Holdings:
 
     def holds_any(self, org: str, worker_id: str) -> bool:
         return bool(self.jobs_of.get((org, worker_id)))
-
-
-class WorkerIds:
-    """Worker ids are one namespace across organizations (the read models key workers by
-    id): a registration claims its id here before its append is awaited, so that two
-    organizations racing for one new id cannot both get it from this instance."""
-
-    def __init__(self, fold: Fold) -> None:
-        self.fold = fold
-        self.claims: dict[str, str] = {}  # worker id -> organization
-
-    def claim(self, org: str, worker_id: str) -> None:
-        """Raises :class:`Conflict` if another organization has ``worker_id``."""
-        owner = self.claims.get(worker_id) or next(
-            (w.org for w in self.fold.of_kind(WORKER) if w.id == worker_id), None)
-        if owner is not None and owner != org:
-            raise Conflict(f"worker id {worker_id!r} is taken by another organization; "
-                           "start the agent with another worker id")
-        self.claims[worker_id] = org
 
 
 class OrgSecrets:

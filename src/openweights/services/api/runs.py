@@ -22,6 +22,7 @@ from openweights.errors import Fenced, InvalidRequest, NotFound
 from openweights.events import Actor, JobSpec, RunEventLogged
 from openweights.services.api import views
 from openweights.services.api.context import Context, Deps, Seq
+from openweights.subjects import check_token
 
 MAX_EVENTS_PER_LOG = 10_000
 
@@ -78,14 +79,17 @@ async def log_run_events(d: Deps, ctx: Context, req: protocol.RunLog) -> Seq:
 
 
 async def read_logs(d: Deps, ctx: Context, req: protocol.LogRead) -> list[dict[str, Any]]:
+    """The run's stored lines: only those its own worker published (any worker may
+    publish under its own id with another's run id)."""
     out: list[dict[str, Any]] = []
-    if ctx.principal.role == "worker":  # a worker reads only its own runs' output
-        try:
-            run = d.runs.job(ctx.org, req.run_id).run(req.run_id)
-        except NotFound:
-            run = None
-        if run is None or run.worker_id != ctx.principal.worker_id:
-            return out  # as for a run that does not exist
+    try:
+        run = d.runs.job(ctx.org, req.run_id).run(req.run_id)
+    except NotFound:
+        run = None
+    if run is None:
+        return out
+    if ctx.principal.role == "worker" and run.worker_id != ctx.principal.worker_id:
+        return out  # a worker reads only its own runs' output: as for no such run
 
     async def on_batch(batch: list[StoredMessage]) -> None:
         for m in batch:
@@ -93,16 +97,23 @@ async def read_logs(d: Deps, ctx: Context, req: protocol.LogRead) -> list[dict[s
                 out.append({"seq": m.seq, "data": m.data.decode(errors="replace")})
 
     await read_stream(d.nc, d.js, d.subjects.logs_stream, on_batch,
-                      filter_subjects=[d.subjects.log_filter(ctx.org, req.run_id)],
+                      filter_subjects=[d.subjects.log(ctx.org, req.run_id, run.worker_id)],
                       start_seq=req.after_seq + 1)
     return out
+
+
+def script_worker_id(host: str) -> str:
+    """``script-<host>``, the worker a script run is recorded under: a host name's dots
+    and spaces become dashes; anything else a subject token cannot hold is refused."""
+    name = (host or "client").replace(".", "-").replace(" ", "-")
+    return "script-" + check_token(name[:193], "host")
 
 
 async def start_script_run(d: Deps, ctx: Context, req: protocol.ScriptRunStart) -> Seq:
     """A job and a started run for a script that logs outside any job (``ow.run``)."""
     job_id = f"sjob-{secrets.token_hex(6)}"
     run_id = f"run-{secrets.token_hex(8)}"
-    worker_id = f"script-{req.host or 'client'}"[:200].replace(".", "-").replace(" ", "-")
+    worker_id = script_worker_id(req.host)
     spec = JobSpec(type="script", model=None, params={}, script=req.script,
                    docker_image="script", requires_vram_gb=None, allowed_hardware=None)
     cmds: list[JobCommand] = [SubmitJob(job_id=job_id, org=ctx.org, spec=spec),

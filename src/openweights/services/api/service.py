@@ -19,6 +19,7 @@ from nats.micro.service import EndpointConfig, Request, ServiceConfig
 
 from openweights.adapters.nats.callout import AuthCallout
 from openweights.api import protocol
+from openweights.services.api.callout import ExpiryWatch
 from openweights.services.api.context import Deps, Handler
 from openweights.services.api.dispatch import handle
 from openweights.services.api.tenancy import whoami
@@ -28,8 +29,8 @@ log = structlog.get_logger("api")
 
 class ApiService:
     def __init__(self, deps: Deps, routes: dict[str, Handler],
-                 callout: AuthCallout | None = None) -> None:
-        self.deps, self.routes, self.callout = deps, routes, callout
+                 callout: AuthCallout | None = None, expiry: ExpiryWatch | None = None) -> None:
+        self.deps, self.routes, self.callout, self.expiry = deps, routes, callout, expiry
         self._tg: TaskGroup
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -39,6 +40,8 @@ class ApiService:
             await tg.start(d.fold.run)
             if self.callout is not None:  # after the fold: tokens must be known first
                 await tg.start(self.callout.run)
+            if self.expiry is not None:
+                await tg.start(self.expiry.run)
             service = await nats.micro.add_service(d.nc, ServiceConfig(
                 name="openweights-api", version="0.1.0",
                 description="openweights commands and queries"))

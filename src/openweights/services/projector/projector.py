@@ -65,16 +65,16 @@ class Projector:
         fresh = [m for m in batch if m.seq > self.checkpoint]  # redelivery is a no-op
         if not fresh:
             return
-        decoded = [(m.seq, decode(m.data)) for m in fresh]
+        decoded = [(m.seq, m.subject, decode(m.data)) for m in fresh]
         if len(self.model.jobs) > CACHE_JOBS:
             self.model = ReadModel()
         model = self.model
         try:
-            keys = ReadModel.keys_of(e for _, evs in decoded for e in evs)
+            keys = ReadModel.keys_of((subject, evs) for _, subject, evs in decoded)
             keys["jobs"] -= _submitted_here(decoded)
             await load(conn, model, keys)
-            for seq, events in decoded:
-                model.apply(seq, events)
+            for seq, subject, events in decoded:
+                model.apply(seq, events, subject)
             await write_changes(conn, model, name=CHECKPOINT, last_seq=fresh[-1].seq)
         except BaseException:
             self.model = ReadModel()  # it may hold what was not committed
@@ -83,11 +83,11 @@ class Projector:
         await self.nc.publish(projected_subject(self.subjects), str(self.checkpoint).encode())
 
 
-def _submitted_here(decoded: list[tuple[int, list[Event]]]) -> set[str]:
+def _submitted_here(decoded: list[tuple[int, str, list[Event]]]) -> set[str]:
     """Jobs whose first event in the batch submits them: they have no rows to load."""
     seen: set[str] = set()
     new: set[str] = set()
-    for _, events in decoded:
+    for _, _, events in decoded:
         for e in events:
             job_id = getattr(e, "job_id", None)
             if job_id is not None and job_id not in seen:
