@@ -1,5 +1,7 @@
--- Jobs of an organization, newest first, optionally of one status ($2 NULL: any).
+-- Jobs of an organization, newest first, optionally of one status ($2 NULL: any);
+-- after the job ($4 updated_at, $5 id) a previous page ended with ($4 NULL: from the top).
 SELECT * FROM jobs
 WHERE organization_id = $1 AND ($2::job_status IS NULL OR status = $2::job_status)
+  AND ($4::timestamptz IS NULL OR updated_at < $4 OR (updated_at = $4 AND id > $5::text))
 ORDER BY updated_at DESC, id
 LIMIT $3;

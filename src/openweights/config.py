@@ -30,8 +30,44 @@ class Settings(BaseSettings):
     # JetStream placement: 1 replica and file storage locally, 3 replicas in production.
     stream_replicas: int = 1
     stream_storage: str = "file"
-    # Retention of high-volume side streams (seconds; 0 = forever).
-    log_max_age_s: int = 30 * 24 * 3600
+    # Retention of high-volume side streams (seconds; 0 = forever). A finished run's
+    # whole output is its log file; the stream holds recent lines for live views.
+    log_max_age_s: int = 7 * 24 * 3600
+    # Disk: every stream bounds its messages; the side streams bound their total too
+    # (oldest discarded first), so logs and heartbeats can never take the event log's
+    # disk. The event log itself is kept forever (DESIGN.md invariant 1).
+    event_max_msg_bytes: int = 8 << 20
+    log_max_msg_bytes: int = 128 << 10  # a longer line is cut to this by the log gate
+    log_max_bytes: int = 1 << 30
+    log_max_msgs_per_run: int = 200_000
+    heartbeat_max_msg_bytes: int = 16 << 10
+    heartbeat_max_bytes: int = 64 << 20
+    # The api's log gate (services/api/loggate.py): per run and per organization, a
+    # rate (bytes/s with a burst) and a size (bytes kept); lines beyond are dropped
+    # (with one note per second saying so) or, for an org over its size, its oldest
+    # purged. One instance should run it where several api instances share a stack.
+    log_gate: bool = True
+    log_run_bytes_per_s: int = 1 << 20
+    log_run_burst_bytes: int = 16 << 20
+    log_run_max_bytes: int = 256 << 20
+    log_org_bytes_per_s: int = 4 << 20
+    log_org_burst_bytes: int = 64 << 20
+    log_org_max_bytes: int = 256 << 20
+    # run.log (metrics, the live run events): bytes/s per run and per organization.
+    run_events_run_bytes_per_s: int = 1 << 20
+    run_events_org_bytes_per_s: int = 4 << 20
+    run_events_burst_s: float = 16.0  # the burst allowed, in seconds of the rate
+    # Replies: a list page is cut at this many bytes (a cursor continues it), and a
+    # job larger than reply_inline_bytes is sent in a page by reference (jobs.get).
+    reply_page_bytes: int = 2 << 20
+    reply_inline_bytes: int = 256 << 10
+    # Upload slots per api instance: user uploads (fair per organization: each upload
+    # an org holds keeps one more slot free for the others, up to a cap per org), and
+    # a separate pool for agents' logs and results, so these never wait behind users.
+    upload_slots: int = 64
+    upload_slots_per_org: int = 16
+    agent_upload_slots: int = 64
+    agent_upload_slots_per_worker: int = 2
     # Organization of clients without a token (stacks without auth) and of `ow up`'s
     # local admin token.
     default_org: str = "default"

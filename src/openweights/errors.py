@@ -95,6 +95,14 @@ class Unavailable(OpenWeightsError, ConnectionError):
     retryable = True
 
 
+class RateLimited(Unavailable):
+    """Sent faster than this organization's or this run's limit: slow down (the SDK
+    retries with backoff, so a burst only waits)."""
+
+    code = "rate_limited"
+    hint = "send less often; the message says when to retry"
+
+
 class StackUnavailable(Unavailable):
     """The openweights stack is not reachable: start it with `ow up` or set OW_NATS_URL."""
 
@@ -105,6 +113,14 @@ class PayloadTooLarge(InvalidRequest):
     """The request exceeds the size limit: upload large data as a file and pass its id."""
 
     code = "too_large"
+
+
+class ReplyTooLarge(OpenWeightsError):
+    """An answer would not fit in one message of the server: ask for less (a smaller
+    ``limit``, fewer ``keys``) or read the large value through its own paged call."""
+
+    code = "reply_too_large"
+    hint = "ask for less, or read the large value page by page"
 
 
 class NotConnected(OpenWeightsError, RuntimeError):
@@ -127,7 +143,8 @@ BY_CODE: dict[str, type[OpenWeightsError]] = {
     for cls in (
         OpenWeightsError, InvalidRequest, NotFound, Conflict, IllegalTransition, Fenced,
         ConcurrencyConflict, Forbidden, AuthenticationError, Unavailable, StackUnavailable,
-        PayloadTooLarge, SecretKeyMissing, NotConnected,
+        RateLimited,
+        PayloadTooLarge, ReplyTooLarge, SecretKeyMissing, NotConnected,
     )
 }
 

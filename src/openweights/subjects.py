@@ -9,6 +9,10 @@
 - ``<ns>log.<org>.<worker_id>.<run_id>``: a job's output lines (stream ``<NS>_LOGS``,
   aged out), published by the agent: a worker's credentials allow only its own worker
   id, so a run's lines are those under the worker that holds the run.
+- ``<ns>logkept.<org>.<worker_id>.<run_id>``: where those lines are stored. No stream
+  takes ``<ns>log`` itself: the api's log gate keeps each line within its run's and
+  organization's limits here (and acknowledges it to a publisher that asked, as the
+  stream would), so what a worker publishes reaches the disk only through the gate.
 - ``<ns>hb.<org>.<worker_id>``: heartbeats (stream ``<NS>_HEARTBEATS``, last one kept).
 - ``<ns>api.<org>.<principal>.<endpoint>``: requests to the api service. The principal
   (a token id) is part of the subject so NATS permissions make it unforgeable.
@@ -97,6 +101,18 @@ class Subjects:
     def log(self, org: str, run_id: str, worker_id: str) -> str:
         return (f"{self.ns}log.{check_token(org, 'organization')}."
                 f"{check_token(worker_id, 'worker id')}.{check_token(run_id)}")
+
+    def kept_log(self, org: str, run_id: str, worker_id: str) -> str:
+        """Where the log gate stores the lines that ``log(...)`` takes in."""
+        return f"{self.kept_log_prefix}{self.log(org, run_id, worker_id)[len(self.ns) + 3:]}"
+
+    @property
+    def kept_log_prefix(self) -> str:
+        return f"{self.ns}logkept"
+
+    @property
+    def all_kept_logs(self) -> str:
+        return f"{self.ns}logkept.*.*.*"
 
     def live_log(self, org: str, run_id: str, worker_id: str) -> str:
         """One run's lines as they are stored. Read a run's lines only under the worker

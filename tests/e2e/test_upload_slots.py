@@ -1,5 +1,6 @@
-"""Uploads a client began and never ended: an organization holds at most 32 open at a
-time on an api instance, and one that stays idle is dropped with its spooled bytes."""
+"""Uploads a client began and never ended: an organization holds at most
+``upload_slots_per_org`` open at a time on an api instance, and one that stays idle is
+dropped with its spooled bytes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from openweights import OpenWeights
 from openweights.api import protocol
 from openweights.config import Settings
 from openweights.errors import InvalidRequest, NotFound
-from openweights.services.api.uploads import MAX_OPEN_UPLOADS_PER_ORG
+from openweights.services.api.uploads import Slots
 from openweights.services.testing.stack import services_thread
 
 
@@ -38,8 +39,9 @@ def _spooled(settings: Settings) -> list[str]:
 
 
 def test_an_org_holds_a_bounded_number_of_open_uploads(ow: OpenWeights) -> None:
-    begun = [_begin(ow) for _ in range(MAX_OPEN_UPLOADS_PER_ORG)]
-    with pytest.raises(InvalidRequest, match=f"{MAX_OPEN_UPLOADS_PER_ORG} uploads in progress"):
+    per_org = Slots.of(Settings()).per_org
+    begun = [_begin(ow) for _ in range(per_org)]
+    with pytest.raises(InvalidRequest, match=f"{per_org} uploads in progress"):
         _begin(ow)
     _abort(ow, begun.pop())  # a slot is free again
     begun.append(_begin(ow))

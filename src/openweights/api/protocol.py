@@ -68,6 +68,9 @@ class Reply(msgspec.Struct, omit_defaults=True):
     ok: Any = None
     seq: int = 0
     error: ErrorBody | None = None
+    # A page cut to fit a reply (by count or by bytes): more of what was asked follows;
+    # send the same request again with these fields changed (a cursor) to read it.
+    next: dict[str, Any] | None = None
 
 
 # -- files ------------------------------------------------------------------------------
@@ -116,6 +119,7 @@ class JobRef(Request, kw_only=True):
 class JobList(Request, kw_only=True):
     limit: int = 10
     status: str | None = None
+    cursor: str | None = None  # from a reply's ``next``: where the last page ended
 
 
 class JobLease(Request, kw_only=True):
@@ -128,6 +132,7 @@ class JobLease(Request, kw_only=True):
 class JobFind(Request, kw_only=True):
     params: dict[str, Any]
     limit: int = 100
+    cursor: str | None = None
 
 
 class RunList(Request, kw_only=True):
@@ -135,6 +140,7 @@ class RunList(Request, kw_only=True):
     worker_id: str | None = None
     status: str | None = None
     limit: int = 100
+    cursor: str | None = None
 
 
 class RunRef(Request, kw_only=True):
@@ -145,6 +151,9 @@ class EventList(Request, kw_only=True):
     job_id: str | None = None
     run_id: str | None = None
     after_seq: Position = 0
+    # With after_seq: the events of that message after this index (a page can end
+    # inside one message); None: every event of a later message.
+    after_idx: Count | None = None
     limit: int = 10_000
 
 
@@ -152,6 +161,7 @@ class EventLatest(Request, kw_only=True):
     job_id: str | None = None
     run_id: str | None = None
     keys: list[str] | None = None  # None: every key
+    after_key: str | None = None  # with every key: those after this one (a page's end)
 
 
 class RunLog(Request, kw_only=True):

@@ -33,8 +33,10 @@ class AsyncEvents:
         """The newest value of each key (``"*"``: every key) over the events; a key never
         logged maps to None. Raises ``InvalidRequest`` when neither id is given."""
         wanted = None if keys == "*" else ([keys] if isinstance(keys, str) else list(keys))
-        result: dict[str, Any] = await self._t.call("events.latest", read=True, job_id=job_id,
-                                                    run_id=run_id, keys=wanted)
+        result: dict[str, Any] = {}
+        async for page in self._t.pages("events.latest", read=True, job_id=job_id,
+                                        run_id=run_id, keys=wanted):
+            result.update(page)
         return result
 
     def subscribe(self, job_id: str, after_seq: int = 0) -> AsyncIterator[Event]:

@@ -69,7 +69,16 @@ class AsyncJobsResource:
     def __init__(self, transport: Transport, runs: AsyncRuns) -> None:
         self._t, self._runs = transport, runs
 
-    def _job(self, data: dict[str, Any]) -> AsyncJob:
+    async def _job(self, data: dict[str, Any]) -> AsyncJob:
+        """The job in a reply; output values it holds by reference (too large to inline,
+        ``$refs``) are read here, with ``events.latest`` (which has the same values)."""
+        refs = data.pop("$refs", None) or {}
+        if refs.get("outputs"):
+            outputs = dict(data["outputs"])
+            async for page in self._t.pages("events.latest", read=True, job_id=data["id"],
+                                            keys=refs["outputs"]):
+                outputs.update(page)
+            data["outputs"] = outputs
         job = AsyncJob.model_validate(data)
         job._jobs = self
         return job
@@ -86,40 +95,47 @@ class AsyncJobsResource:
         returns the same job, which runs once (a failed or canceled one is reset to
         pending). Raises ``InvalidRequest`` for a malformed spec, unknown hardware or a
         file id that does not exist."""
-        return self._job(await self._t.call(
+        return await self._job(await self._t.call(
             "jobs.submit", id_prefix=id_prefix, type=type, model=model, params=params or {},
             script=script, docker_image=docker_image, requires_vram_gb=requires_vram_gb,
             allowed_hardware=allowed_hardware, timeout=timeout, job_id_suffix=job_id_suffix))
 
     async def retrieve(self, job_id: str) -> AsyncJob:
         """The job. Raises ``NotFound`` (also for another organization's job)."""
-        return self._job(await self._t.call("jobs.get", read=True, job_id=job_id))
+        return await self._job(await self._t.call("jobs.get", read=True, job_id=job_id))
 
     async def list(self, limit: int = 10, status: str | None = None) -> list[AsyncJob]:
         """Jobs, most recently updated first. Raises ``InvalidRequest`` for a bad status."""
-        rows = await self._t.call("jobs.list", read=True, limit=limit, status=status)
-        return [self._job(r) for r in rows]
+        return await self._pages("jobs.list", limit=limit, status=status)
 
     async def find(self, limit: int = 100, **params: Any) -> builtins.list[AsyncJob]:
         """Jobs whose ``params`` contain every given key with the given value."""
-        rows = await self._t.call("jobs.find", read=True, params=params, limit=limit)
-        return [self._job(r) for r in rows]
+        return await self._pages("jobs.find", params=params, limit=limit)
+
+    async def _pages(self, endpoint: str, **fields: Any) -> builtins.list[AsyncJob]:
+        """Every page of jobs; a job the page holds by reference (too large to inline
+        in a list) is read on its own."""
+        out: builtins.list[AsyncJob] = []
+        async for rows in self._t.pages(endpoint, read=True, **fields):
+            for r in rows:
+                out.append(await (self.retrieve(r["id"]) if "$ref" in r else self._job(r)))
+        return out
 
     async def cancel(self, job_id: str) -> AsyncJob:
         """Cancel a pending or running job. Raises ``NotFound``, ``IllegalTransition``."""
-        return self._job(await self._t.call("jobs.cancel", job_id=job_id))
+        return await self._job(await self._t.call("jobs.cancel", job_id=job_id))
 
     async def restart(self, job_id: str) -> AsyncJob:
         """Run an ended job again (back to pending, outputs cleared).
         Raises ``NotFound``, ``IllegalTransition``."""
-        return self._job(await self._t.call("jobs.restart", job_id=job_id))
+        return await self._job(await self._t.call("jobs.restart", job_id=job_id))
 
     async def renew_lease(self, job_id: str, seconds: float = 900.0) -> AsyncJob:
         """Keep a job alive for ``seconds`` more (API deployments end when not renewed).
         Raises ``NotFound``."""
-        return self._job(await self._t.call("jobs.lease", job_id=job_id, seconds=seconds))
+        return await self._job(await self._t.call("jobs.lease", job_id=job_id, seconds=seconds))
 
     async def wait(self, job_id: str,
                    timeout: float | None = None) -> AsyncJob:  # noqa: ASYNC109 (see AsyncJob)
         """Wait until the job ends (event-driven). Raises ``TimeoutError``, ``NotFound``."""
-        return self._job(await wait_for_job(self._t, job_id, timeout))
+        return await self._job(await wait_for_job(self._t, job_id, timeout))

@@ -73,16 +73,14 @@ async def wait_for_job(t: Transport, job_id: str, limit_s: float | None) -> dict
 
 async def list_events(t: Transport, job_id: str | None, run_id: str | None,
                       after_seq: int = 0) -> list[Event]:
-    """Every event after ``after_seq``, oldest first (pages of 10,000: the original
-    silently capped at 1,000)."""
+    """Every event after ``after_seq``, oldest first (pages of up to 10,000 and of a
+    bounded size, each reply naming where the next begins: the original silently capped
+    at 1,000)."""
     out: list[Event] = []
-    while True:
-        page: list[Event] = await t.call("events.list", read=True, job_id=job_id,
-                                         run_id=run_id, after_seq=after_seq)
+    async for page in t.pages("events.list", read=True, job_id=job_id, run_id=run_id,
+                              after_seq=after_seq, limit=PAGE):
         out += page
-        if len(page) < PAGE:
-            return out
-        after_seq = page[-1]["seq"]
+    return out
 
 
 def _event(seq: int, idx: int, e: RunEventLogged | RunFileUploaded) -> Event:

@@ -1,8 +1,9 @@
 """A run's output lines, stored and live.
 
-Agents publish output to ``<ns>log.<org>.<worker_id>.<run_id>`` (stream ``<NS>_LOGS``);
-JetStream republishes every stored chunk to ``<ns>livelog.<org>.<worker_id>.<run_id>``
-with its stream sequence in ``Nats-Sequence``. A run's lines are those under the worker
+Agents publish output to ``<ns>log.<org>.<worker_id>.<run_id>``; the api's log gate keeps
+it, within its limits, in stream ``<NS>_LOGS`` (as ``<ns>logkept...``), and JetStream
+republishes every stored chunk to ``<ns>livelog.<org>.<worker_id>.<run_id>`` with its
+stream sequence in ``Nats-Sequence``. A run's lines are those under the worker
 that holds it. A follower subscribes first, then reads the stored chunks from the api
 service, and merges by sequence (as :mod:`openweights.sdk.live` does for events), so no
 chunk is missed or repeated. It watches the job's own subject to know when to stop.
@@ -30,13 +31,9 @@ async def read_logs(t: Transport, run_id: str, after_seq: int = 0) -> AsyncItera
 
     Chunks older than the logs' retention are gone; a finished run's full log is its
     ``log_file``. Raises ``InvalidRequest`` for a malformed run id."""
-    while True:
-        page = await t.call("logs.read", run_id=run_id, after_seq=after_seq, limit=PAGE)
+    async for page in t.pages("logs.read", run_id=run_id, after_seq=after_seq, limit=PAGE):
         for chunk in page:
             yield LogChunk(chunk["seq"], chunk["data"])
-        if len(page) < PAGE:
-            return
-        after_seq = page[-1]["seq"]
 
 
 def _ends(msg: Msg, run_id: str) -> bool:

@@ -69,9 +69,9 @@ class AsyncRuns:
     async def list(self, job_id: str | None = None, worker_id: str | None = None,
                    status: str | None = None, limit: int = 100) -> list[AsyncRun]:
         """Runs, oldest first (``runs[-1]`` is the latest)."""
-        rows = await self._t.call("runs.list", read=True, job_id=job_id, worker_id=worker_id,
-                                  status=status, limit=limit)
-        return [self._run(r) for r in rows]
+        return [self._run(r) async for rows in self._t.pages(
+            "runs.list", read=True, job_id=job_id, worker_id=worker_id, status=status,
+            limit=limit) for r in rows]
 
     async def retrieve(self, run_id: str) -> AsyncRun:
         """The run. Raises ``NotFound``."""

@@ -13,6 +13,7 @@ import os
 import random
 import socket
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -161,6 +162,22 @@ class Transport:
     async def call(self, endpoint: str, *, read: bool = False, min_seq: int | None = None,
                    **fields: Any) -> Any:
         """Send ``endpoint`` a request built from ``fields``; return its result."""
+        return (await self.call_reply(endpoint, read=read, min_seq=min_seq, **fields)).ok
+
+    async def pages(self, endpoint: str, *, read: bool = False, **fields: Any
+                    ) -> AsyncIterator[Any]:
+        """The result of each page of ``endpoint``: a reply whose page was cut (by count
+        or by bytes) names the fields (``next``) of the request that reads on."""
+        while True:
+            reply = await self.call_reply(endpoint, read=read, **fields)
+            yield reply.ok
+            if reply.next is None:
+                return
+            fields = {**fields, **reply.next}
+
+    async def call_reply(self, endpoint: str, *, read: bool = False,
+                         min_seq: int | None = None, **fields: Any) -> protocol.Reply:
+        """The whole reply of :meth:`call` (its result, log position and ``next``)."""
         request_type = protocol.ENDPOINTS[endpoint]
         if min_seq is None:
             min_seq = self.seen_seq if read else 0
@@ -176,7 +193,7 @@ class Transport:
         while True:
             msg = await self.request(self.subject(endpoint), payload)
             try:
-                return self.unwrap(msg.data)
+                return self.reply(msg.data)
             except OpenWeightsError as exc:
                 # The same request id again: a retried command is applied at most once.
                 if not exc.retryable or anyio.current_time() + delay > deadline:
@@ -185,6 +202,10 @@ class Transport:
                 delay = min(delay * 2, 5.0)
 
     def unwrap(self, data: bytes) -> Any:
+        return self.reply(data).ok
+
+    def reply(self, data: bytes) -> protocol.Reply:
+        """The reply in ``data``. Raises the typed error it carries."""
         try:
             reply = protocol.reply_decoder.decode(data)
         except msgspec.DecodeError as exc:
@@ -193,7 +214,7 @@ class Transport:
             raise from_wire(reply.error.code, reply.error.message)
         self.seen_seq = max(self.seen_seq, reply.seq)
         self.last_reply_seq = reply.seq  # read right after the call returns (no await between)
-        return reply.ok
+        return reply
 
     async def request(self, subject: str, payload: bytes,
                       headers: dict[str, str] | None = None) -> Any:

@@ -32,6 +32,10 @@ from openweights.adapters.files.port import (
 )
 from openweights.errors import NotFound, OpenWeightsError, Unavailable
 
+# Every stream bounds its messages: the bucket's chunks are 128 KiB (nats-py's), its
+# metadata one name and digest.
+MAX_MSG_BYTES = 1 << 20
+
 # Foreign errors → ours, first match wins (ObjectNotFoundError is a NotFoundError).
 _ERRORS: tuple[tuple[type[Exception], type[OpenWeightsError], str], ...] = (
     (nats.js.errors.ObjectNotFoundError, NotFound, "no such file"),
@@ -84,7 +88,16 @@ class NatsObjectFileStore:
                     replicas=self.replicas,
                 )
                 self._store = await self.js.create_object_store(self.bucket, config=config)
+            await self._bound_messages()
         return self
+
+    async def _bound_messages(self) -> None:
+        """The bucket's stream refuses a message over :data:`MAX_MSG_BYTES` (set on a
+        bucket made before the limit too)."""
+        config = (await self.js.stream_info(f"OBJ_{self.bucket}")).config
+        if config.max_msg_size != MAX_MSG_BYTES:
+            config.max_msg_size = MAX_MSG_BYTES
+            await self.js.update_stream(config)
 
     @property
     def store(self) -> ObjectStore:

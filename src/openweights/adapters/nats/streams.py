@@ -1,4 +1,11 @@
-"""Stream configuration as code, applied idempotently at every start."""
+"""Stream configuration as code, applied idempotently at every start.
+
+Every stream bounds its messages (``max_msg_size``); the side streams (logs, heartbeats)
+bound their total too, oldest discarded first, so whatever workers publish can never
+take the disk the event log needs. The event log is bounded per message only: it is
+kept forever. A stack made before these limits gets them at its next start (its streams
+are updated in place).
+"""
 
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ def stream_configs(settings: Settings, subjects: Subjects) -> list[StreamConfig]
             storage=storage,
             num_replicas=replicas,
             duplicate_window=120.0,
+            max_msg_size=settings.event_max_msg_bytes,
             deny_delete=True,
             deny_purge=True,
             allow_direct=True,
@@ -36,15 +44,20 @@ def stream_configs(settings: Settings, subjects: Subjects) -> list[StreamConfig]
         ),
         StreamConfig(
             name=subjects.logs_stream,
-            description="job output lines, aged out; full logs are stored as files",
-            subjects=[subjects.all_logs],
+            description="job output lines kept by the api's log gate, aged out and bounded; "
+                        "full logs are stored as files",
+            subjects=[subjects.all_kept_logs],
             retention=RetentionPolicy.LIMITS,
             storage=storage,
             num_replicas=replicas,
             max_age=float(settings.log_max_age_s) or None,
+            max_bytes=settings.log_max_bytes,
+            max_msg_size=settings.log_max_msg_bytes,
+            max_msgs_per_subject=settings.log_max_msgs_per_run,  # one subject per run
             discard=DiscardPolicy.OLD,
             allow_direct=True,
-            republish=RePublish(src=f"{subjects.ns}log.>", dest=f"{subjects.ns}livelog.>"),
+            republish=RePublish(src=f"{subjects.kept_log_prefix}.>",
+                                dest=f"{subjects.ns}livelog.>"),
         ),
         StreamConfig(
             name=subjects.heartbeats_stream,
@@ -54,6 +67,9 @@ def stream_configs(settings: Settings, subjects: Subjects) -> list[StreamConfig]
             storage=storage,
             num_replicas=replicas,
             max_msgs_per_subject=1,
+            max_bytes=settings.heartbeat_max_bytes,
+            max_msg_size=settings.heartbeat_max_msg_bytes,
+            discard=DiscardPolicy.OLD,
             allow_direct=True,
         ),
     ]

@@ -19,6 +19,7 @@ from openweights.adapters.projected import ProjectionWatcher
 from openweights.clock import Clock
 from openweights.config import Settings
 from openweights.execute import Executor
+from openweights.ratelimit import EventRates
 from openweights.secretbox import SecretBox
 from openweights.services.api.callout import (
     CalloutKicker,
@@ -29,9 +30,10 @@ from openweights.services.api.callout import (
 )
 from openweights.services.api.context import Deps, Kicker, NoKicker, ReadModels
 from openweights.services.api.indexes import Holdings, OrgSecrets, RunIndex, TokenIndex
+from openweights.services.api.loggate import LogGate
 from openweights.services.api.routes import ROUTES
 from openweights.services.api.service import ApiService
-from openweights.services.api.uploads import Uploads
+from openweights.services.api.uploads import Slots, Uploads
 from openweights.services.runtime import closing
 from openweights.subjects import Subjects
 
@@ -68,8 +70,12 @@ async def compose(settings: Settings, stack: AsyncExitStack, nc: Client, js: Jet
         settings=settings, subjects=subjects, nc=nc, js=js, fold=fold,
         executor=Executor(log, fold, subjects, clock=clock),
         reads=ReadModels(pool, watcher, log, settings.request_timeout_s / 2), files=files,
-        uploads=Uploads(settings.home, instance, settings.upload_idle_s), tokens=tokens,
+        uploads=Uploads(settings.home, instance, settings.upload_idle_s,
+                        Slots.of(settings)), tokens=tokens,
         runs=runs, holdings=holdings,
         secrets=OrgSecrets(fold, SecretBox(settings.secret_key)), kicker=kicker, clock=clock,
-        instance=instance)
-    return ApiService(deps, ROUTES, callout, expiry)
+        instance=instance, event_rates=EventRates(
+            settings.run_events_run_bytes_per_s, settings.run_events_org_bytes_per_s,
+            settings.run_events_burst_s))
+    gate = LogGate(nc, js, settings, subjects) if settings.log_gate else None
+    return ApiService(deps, ROUTES, callout, expiry, gate=gate)

@@ -28,6 +28,7 @@ from openweights.errors import Unavailable
 from openweights.eventlog import EventLog
 from openweights.events import Actor
 from openweights.execute import Executor
+from openweights.ratelimit import EventRates
 from openweights.services.api.auth import Principal
 from openweights.services.api.indexes import Holdings, OrgSecrets, RunIndex, TokenIndex
 from openweights.services.api.uploads import Uploads
@@ -60,6 +61,15 @@ class Raw(msgspec.Struct):
 
     data: bytes
     headers: dict[str, str] | None = None
+
+
+class Page(msgspec.Struct):
+    """A list result cut to fit a reply: its items as one encoded JSON array, and the
+    request fields that read on from where it ends (None: nothing more was asked for).
+    See :mod:`openweights.services.api.paging`."""
+
+    items: msgspec.Raw
+    next: dict[str, Any] | None = None
 
 
 class Kicker(Protocol):
@@ -115,6 +125,7 @@ class Deps:
     kicker: Kicker
     clock: Clock
     instance: str  # this api instance: upload chunks must reach the one that began it
+    event_rates: EventRates  # run.log's per-run and per-organization rates
 
 
 Handler = Callable[[Deps, Context, Any], Awaitable[Any]]

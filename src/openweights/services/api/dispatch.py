@@ -20,11 +20,19 @@ from nats.micro.service import Request
 
 from openweights.api import protocol
 from openweights.domain.aggregates import TOKEN
-from openweights.errors import InvalidRequest, OpenWeightsError, PayloadTooLarge, Unavailable
+from openweights.errors import (
+    InvalidRequest,
+    OpenWeightsError,
+    PayloadTooLarge,
+    ReplyTooLarge,
+    Unavailable,
+)
 from openweights.services.api import auth
-from openweights.services.api.context import Context, Deps, Handler, Raw, Seq
+from openweights.services.api.context import Context, Deps, Handler, Page, Raw, Seq
 
 log = structlog.get_logger("api")
+# Room left in a message for its headers and framing: a reply's body gets the rest.
+REPLY_HEADROOM = 4096
 
 _OUTAGES = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
             asyncpg.CannotConnectNowError, nats.errors.TimeoutError,
@@ -40,20 +48,22 @@ async def handle(d: Deps, handler: Handler, endpoint: str, req: Request) -> None
         if isinstance(result, Seq):
             result, seq = result.value, result.seq
         if isinstance(result, Raw):
-            await _respond(req, result.data, result.headers)
+            await _respond(d, endpoint, req, result.data, result.headers)
             return
-        await _respond(req, protocol.encoder.encode(protocol.Reply(ok=result, seq=seq)))
+        reply = (protocol.Reply(ok=result.items, seq=seq, next=result.next)
+                 if type(result) is Page else protocol.Reply(ok=result, seq=seq))
+        await _respond(d, endpoint, req, protocol.encoder.encode(reply))
     except OpenWeightsError as exc:
-        await _error(req, exc.code, exc.message)
+        await _error(d, endpoint, req, exc.code, exc.message)
     except asyncpg.DataError as exc:  # a value Postgres refuses: the request's fault
-        await _error(req, InvalidRequest.code, f"invalid {endpoint} request: {exc}")
+        await _error(d, endpoint, req, InvalidRequest.code, f"invalid {endpoint} request: {exc}")
     except _OUTAGES as exc:  # Postgres or JetStream away: retryable, the SDK retries
         log.warning("api.dependency_unavailable", endpoint=endpoint, error=str(exc))
-        await _error(req, Unavailable.code, f"{endpoint}: a backing store is unavailable "
-                     f"({type(exc).__name__}); retry shortly")
+        await _error(d, endpoint, req, Unavailable.code, f"{endpoint}: a backing store is "
+                     f"unavailable ({type(exc).__name__}); retry shortly")
     except Exception as exc:  # a bug must not kill the service; the caller learns of it
         log.exception("api.handler_failed", endpoint=endpoint)
-        await _error(req, "internal", f"internal error in {endpoint}: {exc}")
+        await _error(d, endpoint, req, "internal", f"internal error in {endpoint}: {exc}")
 
 
 async def _admit(d: Deps, endpoint: str, req: Request) -> tuple[Context, Any, int]:
@@ -77,18 +87,32 @@ async def _admit(d: Deps, endpoint: str, req: Request) -> tuple[Context, Any, in
     return ctx, body, seen
 
 
-async def _error(req: Request, code: str, message: str) -> None:
+async def _error(d: Deps, endpoint: str, req: Request, code: str, message: str) -> None:
     body = protocol.Reply(error=protocol.ErrorBody(code=code, message=message))
-    await _respond(req, protocol.encoder.encode(body))
+    await _respond(d, endpoint, req, protocol.encoder.encode(body))
 
 
-async def _respond(req: Request, data: bytes, headers: dict[str, str] | None = None) -> None:
+async def _respond(d: Deps, endpoint: str, req: Request, data: bytes,
+                   headers: dict[str, str] | None = None) -> None:
+    limit = d.nc.max_payload - REPLY_HEADROOM
+    if len(data) > limit:  # the server would refuse it: say so instead (no traceback)
+        log.warning("api.reply_too_large", endpoint=endpoint, bytes=len(data), limit=limit)
+        data, headers = _too_large(endpoint, len(data), limit), None
     try:
         await req.respond(data, headers=headers)
     except ValueError:
         # A publish without a reply subject: nobody to answer. Raising here would end
         # the service's task group, so one stray message would stop the api.
         log.warning("api.no_reply_subject", subject=req.subject)
+
+
+def _too_large(endpoint: str, size: int, limit: int) -> bytes:
+    message = (f"the reply to {endpoint} would be {size} bytes, over the {limit} one message "
+               "may carry (the server's max_payload): ask for less (a smaller limit, fewer "
+               "keys), or read the large value on its own, page by page (events.list, "
+               "events.latest with keys, files.read)")
+    return protocol.encoder.encode(protocol.Reply(
+        error=protocol.ErrorBody(code=ReplyTooLarge.code, message=message)))
 
 
 def decode(endpoint: str, data: bytes) -> protocol.Request:

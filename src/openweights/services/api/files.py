@@ -37,7 +37,10 @@ async def read_chunks(path: Path, size: int = protocol.CHUNK_BYTES) -> AsyncIter
 
 async def begin_upload(d: Deps, ctx: Context, req: protocol.UploadBegin) -> dict[str, Any]:
     ids.check_purpose(req.purpose)
-    upload_id = d.uploads.begin(ctx.org, req.filename, req.purpose)
+    # An agent's log and results take slots of their own: never behind users' uploads.
+    p = ctx.principal
+    worker = (p.worker_id or p.id) if p.role == "worker" else None
+    upload_id = d.uploads.begin(ctx.org, req.filename, req.purpose, worker)
     return {"upload_id": upload_id, "instance": d.instance,
             "chunk_bytes": protocol.CHUNK_BYTES}
 

@@ -19,8 +19,8 @@ from openweights.domain.commands import (
 from openweights.errors import InvalidRequest, NotFound
 from openweights.events import JobReset, JobSpec, JobSubmitted
 from openweights.hardware import validate_allowed_hardware
-from openweights.services.api import views
-from openweights.services.api.context import Context, Deps, Seq
+from openweights.services.api import paging, views
+from openweights.services.api.context import Context, Deps, Page, Seq
 from openweights.subjects import check_token
 
 API_LEASE_S = 15 * 60
@@ -128,16 +128,15 @@ async def get_job(d: Deps, ctx: Context, req: protocol.JobRef) -> dict[str, Any]
     return views.job_from_row(row)
 
 
-async def list_jobs(d: Deps, ctx: Context, req: protocol.JobList) -> list[dict[str, Any]]:
+async def list_jobs(d: Deps, ctx: Context, req: protocol.JobList) -> Page:
     if req.status is not None and req.status not in _JOB_STATUSES:
         raise InvalidRequest(f"status {req.status!r} is not one of {sorted(_JOB_STATUSES)}")
     if not 1 <= req.limit <= 10_000:
         raise InvalidRequest("limit must be between 1 and 10000")
-    rows = await d.reads.pool.fetch(query("api_jobs_list"), ctx.org, req.status, req.limit)
-    return [views.job_from_row(r) for r in rows]
+    return await paging.job_page(d, query("api_jobs_list"), (ctx.org, req.status), req.limit,
+                                 req.cursor)
 
 
-async def find_jobs(d: Deps, ctx: Context, req: protocol.JobFind) -> list[dict[str, Any]]:
-    rows = await d.reads.pool.fetch(query("api_jobs_find"), ctx.org, req.params,
-                                    min(max(req.limit, 1), 10_000))
-    return [views.job_from_row(r) for r in rows]
+async def find_jobs(d: Deps, ctx: Context, req: protocol.JobFind) -> Page:
+    return await paging.job_page(d, query("api_jobs_find"), (ctx.org, req.params),
+                                 min(max(req.limit, 1), 10_000), req.cursor)

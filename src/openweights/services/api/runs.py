@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import secrets
+import time
+from datetime import datetime
 from typing import Any
+
+import anyio
 
 from openweights.adapters.nats.reader import StoredMessage, read_stream
 from openweights.adapters.postgres.db import query
@@ -18,19 +22,21 @@ from openweights.domain.commands import (
     StartRun,
     SubmitJob,
 )
-from openweights.errors import Fenced, InvalidRequest, NotFound
+from openweights.errors import Fenced, InvalidRequest, NotFound, RateLimited
 from openweights.events import Actor, JobSpec, RunEventLogged
-from openweights.services.api import views
-from openweights.services.api.context import Context, Deps, Seq
+from openweights.services.api import paging, views
+from openweights.services.api.context import Context, Deps, Page, Seq
 from openweights.subjects import check_token
 
 MAX_EVENTS_PER_LOG = 10_000
 
 
-async def list_runs(d: Deps, ctx: Context, req: protocol.RunList) -> list[dict[str, Any]]:
-    rows = await d.reads.pool.fetch(query("api_runs_list"), ctx.org, req.job_id, req.worker_id,
-                                    req.status, min(max(req.limit, 1), 10_000))
-    return [views.run_from_row(r) for r in rows]
+async def list_runs(d: Deps, ctx: Context, req: protocol.RunList) -> Page:
+    after = paging.parse_cursor(req.cursor, tuple[datetime, int, str]) or (None, None, None)
+    return await paging.rows_page(
+        d, query("api_runs_list"), (ctx.org, req.job_id, req.worker_id, req.status),
+        min(max(req.limit, 1), 10_000), after, paging.encode_run,
+        lambda row: (row["created_at"], row["attempt"], row["id"]))
 
 
 async def get_run(d: Deps, ctx: Context, req: protocol.RunRef) -> dict[str, Any]:
@@ -40,23 +46,44 @@ async def get_run(d: Deps, ctx: Context, req: protocol.RunRef) -> dict[str, Any]
     return views.run_from_row(row)
 
 
-async def list_events(d: Deps, ctx: Context, req: protocol.EventList) -> list[dict[str, Any]]:
+async def list_events(d: Deps, ctx: Context, req: protocol.EventList) -> Page:
+    """A page of events; ``next`` (after a full page) reads on after its last one."""
     if req.job_id is None and req.run_id is None:
         raise InvalidRequest("events.list needs job_id or run_id")
-    rows = await d.reads.pool.fetch(query("api_events_list"), ctx.org, req.job_id, req.run_id,
-                                    req.after_seq, min(max(req.limit, 1), 100_000))
-    return [views.event_from_row(r) for r in rows]
+    limit = min(max(req.limit, 1), 100_000)
+    after_idx = 2**31 - 1 if req.after_idx is None else req.after_idx  # None: the message's all
+    page = paging.Filler(paging.budget(d), limit)
+    last, more = await paging.fill_rows(
+        d.reads.pool, query("api_events_list"),
+        (ctx.org, req.job_id, req.run_id, req.after_seq, limit, after_idx), page,
+        paging.encode_event)
+    if last is None or not (more or page.count == limit):
+        return Page(page.array())
+    return Page(page.array(), {"after_seq": last["seq"], "after_idx": last["idx"]})
 
 
-async def latest_events(d: Deps, ctx: Context, req: protocol.EventLatest) -> dict[str, Any]:
+async def latest_events(d: Deps, ctx: Context, req: protocol.EventLatest) -> Page:
+    """The newest value of each key (of ``keys``: None for a key never logged), in key
+    order; ``next`` reads on after the page's last key."""
     if req.job_id is None and req.run_id is None:
         raise InvalidRequest("events.latest needs job_id or run_id")
-    rows = await d.reads.pool.fetch(query("api_events_latest"), ctx.org, req.job_id,
-                                    req.run_id)
-    values = {r["key"]: r["value"] for r in rows}
-    if req.keys is None:
-        return values
-    return {k: values.get(k) for k in req.keys}
+    page, found = paging.Filler(paging.budget(d), 2**31), []
+
+    def encode(row: Any) -> bytes:
+        found.append(row["key"])
+        return paging.encode_value(row)
+
+    last, more = await paging.fill_rows(
+        d.reads.pool, query("api_events_latest"),
+        (ctx.org, req.job_id, req.run_id, req.after_key, req.keys), page, encode)
+    if more:
+        found.pop()  # encoded, but left for the next page
+    if req.keys is not None:  # asked for, never logged, and before where this page ends
+        have = set(found)
+        page.parts += [paging.encode_missing(k) for k in sorted(set(req.keys) - have)
+                       if (req.after_key is None or k > req.after_key)
+                       and (not more or k < last["key"])]
+    return Page(page.object(), {"after_key": last["key"]} if more else None)
 
 
 async def log_run_events(d: Deps, ctx: Context, req: protocol.RunLog) -> Seq:
@@ -70,6 +97,9 @@ async def log_run_events(d: Deps, ctx: Context, req: protocol.RunLog) -> Seq:
         raise NotFound(f"run {req.run_id!r} not found")
     if req.file is not None and d.fold.get(ctx.org, FILE, req.file) is None:
         raise InvalidRequest(f"file {req.file!r} not found: upload it first")
+    size = len(ctx.raw.data) if ctx.raw is not None else 0  # what this call adds, about
+    if (why := d.event_rates.refusal(ctx.org, req.run_id, size, time.monotonic())):
+        raise RateLimited(f"run.log for run {req.run_id!r}: {why}")
     by, now = Actor("agent", run.worker_id), d.clock()
     events = [RunEventLogged(at=now, by=by, job_id=state.id, run_id=req.run_id, data=data,
                              file=req.file) for data in req.events]
@@ -78,28 +108,35 @@ async def log_run_events(d: Deps, ctx: Context, req: protocol.RunLog) -> Seq:
     return Seq({"logged": len(events)}, seq)
 
 
-async def read_logs(d: Deps, ctx: Context, req: protocol.LogRead) -> list[dict[str, Any]]:
+async def read_logs(d: Deps, ctx: Context, req: protocol.LogRead) -> Page:
     """The run's stored lines: only those its own worker published (any worker may
-    publish under its own id with another's run id)."""
-    out: list[dict[str, Any]] = []
+    publish under its own id with another's run id). A page; ``next`` reads on."""
+    out = paging.Filler(paging.budget(d), max(1, min(req.limit, 100_000)))
     try:
         run = d.runs.job(ctx.org, req.run_id).run(req.run_id)
     except NotFound:
         run = None
     if run is None:
-        return out
+        return Page(out.array())
     if ctx.principal.role == "worker" and run.worker_id != ctx.principal.worker_id:
-        return out  # a worker reads only its own runs' output: as for no such run
+        return Page(out.array())  # a worker reads only its own runs' output: as for no such run
+    last = req.after_seq
 
     async def on_batch(batch: list[StoredMessage]) -> None:
+        nonlocal last
         for m in batch:
-            if len(out) < req.limit:
-                out.append({"seq": m.seq, "data": m.data.decode(errors="replace")})
+            if not out.add(paging.encode_line(m.seq, m.data)):
+                scope.cancel()  # a page's worth: read no further
+                return
+            last = m.seq
 
-    await read_stream(d.nc, d.js, d.subjects.logs_stream, on_batch,
-                      filter_subjects=[d.subjects.log(ctx.org, req.run_id, run.worker_id)],
-                      start_seq=req.after_seq + 1)
-    return out
+    with anyio.CancelScope() as scope:
+        await read_stream(d.nc, d.js, d.subjects.logs_stream, on_batch,
+                          filter_subjects=[d.subjects.kept_log(ctx.org, req.run_id,
+                                                               run.worker_id)],
+                          start_seq=req.after_seq + 1)
+    full = scope.cancel_called or out.count == out.limit
+    return Page(out.array(), {"after_seq": last} if full and out.count else None)
 
 
 def script_worker_id(host: str) -> str:

@@ -22,6 +22,7 @@ from openweights.api import protocol
 from openweights.services.api.callout import ExpiryWatch
 from openweights.services.api.context import Deps, Handler
 from openweights.services.api.dispatch import handle
+from openweights.services.api.loggate import LogGate
 from openweights.services.api.tenancy import whoami
 
 log = structlog.get_logger("api")
@@ -29,8 +30,10 @@ log = structlog.get_logger("api")
 
 class ApiService:
     def __init__(self, deps: Deps, routes: dict[str, Handler],
-                 callout: AuthCallout | None = None, expiry: ExpiryWatch | None = None) -> None:
+                 callout: AuthCallout | None = None, expiry: ExpiryWatch | None = None,
+                 gate: LogGate | None = None) -> None:
         self.deps, self.routes, self.callout, self.expiry = deps, routes, callout, expiry
+        self.gate = gate  # the log gate (loggate.py), where this instance runs it
         self._tg: TaskGroup
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -38,6 +41,8 @@ class ApiService:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             await tg.start(d.fold.run)
+            if self.gate is not None:
+                await tg.start(self.gate.run)
             if self.callout is not None:  # after the fold: tokens must be known first
                 await tg.start(self.callout.run)
             if self.expiry is not None:
