@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
 
 
-def configure_logging(json: bool | None = None, level: int = logging.INFO) -> None:
-    use_json = (not sys.stderr.isatty()) if json is None else json
+def configure_logging(json: bool | None = None, level: int = logging.INFO,
+                      file: TextIO | None = None) -> None:
+    """Log to ``file`` (default stderr): JSON unless ``json`` is False or, when None, unless
+    the file is a terminal."""
+    out = sys.stderr if file is None else file
+    use_json = (not out.isatty()) if json is None else json
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
     )
@@ -22,6 +27,6 @@ def configure_logging(json: bool | None = None, level: int = logging.INFO) -> No
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=True,
     )

@@ -39,7 +39,43 @@ def local_token(settings: Settings) -> str | None:
 
 
 def clear_stack(settings: Settings) -> None:
-    stack_file(settings).unlink(missing_ok=True)
+    """Forget the stack this process recorded; a stack recorded by another `ow up` (one
+    still running on the same home) stays."""
+    path = stack_file(settings)
+    try:
+        recorded = json.loads(path.read_text()).get("pid")
+    except (OSError, ValueError, AttributeError):
+        return
+    if recorded == os.getpid():
+        path.unlink(missing_ok=True)
+
+
+def ports_file(settings: Settings) -> Path:
+    return settings.home / "ports.json"
+
+
+def recorded_port(settings: Settings, server: str) -> int | None:
+    """The port ``server`` ("nats") listened on when `ow up` last ran on this home: clients
+    that outlive an `ow up` find the next one where they left it."""
+    try:
+        data = json.loads(ports_file(settings).read_text())
+    except (OSError, ValueError):
+        return None
+    port = data.get(server) if isinstance(data, dict) else None
+    return port if isinstance(port, int) and 0 < port < 65536 else None
+
+
+def record_port(settings: Settings, server: str, port: int) -> None:
+    path = ports_file(settings)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data = {**(data if isinstance(data, dict) else {}), server: port}
+    settings.home.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
 
 
 def read_stack(settings: Settings) -> dict[str, str] | None:

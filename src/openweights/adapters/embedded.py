@@ -7,6 +7,8 @@ choose, so a second start resumes with every byte intact.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -14,8 +16,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from openweights.adapters.nats.server_config import NatsAuthConfig, render_nats_conf
 from openweights.errors import StackUnavailable
@@ -25,6 +29,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``port`` now (binding as nats-server does, with
+    SO_REUSEADDR, so connections of a stopped server in TIME_WAIT do not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def nats_server_binary() -> str:
@@ -58,15 +74,16 @@ def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], log: Path) -
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            taken = "" if port_free(port, host) else f"port {port} is taken by another program; "
             raise StackUnavailable(
-                f"nats-server exited with {proc.returncode}: {log.read_text()[-2000:]}"
-            )
+                f"nats-server exited with {proc.returncode} ({taken}see {log}): {_tail(log)}")
         try:
             with socket.create_connection((host, port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.02)
-    raise StackUnavailable(f"nats-server did not accept connections on {host}:{port}")
+    raise StackUnavailable(f"nats-server did not accept connections on {host}:{port} within "
+                           f"30 s; see {log}")
 
 
 @dataclass
@@ -112,8 +129,24 @@ class EmbeddedNats:
         args = [nats_server_binary(), "-c", str(conf), "-l", str(log)]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True,
                                      preexec_fn=die_with_parent)
-        _wait_port(self.host, self.port, self.proc, log)
+        try:
+            _wait_port(self.host, self.port, self.proc, log)
+        except StackUnavailable:
+            self.kill()  # a server that hangs must not hold the port for the next try
+            raise
         return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def exit_status(self) -> str:
+        """How the last server process ended, for a person reading why it restarts."""
+        code = self.proc.returncode if self.proc is not None else None
+        return "exited" if code is None else describe_exit(code)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -160,7 +193,90 @@ class EmbeddedPostgres:
         uri: str = self.server.get_uri(dbname)  # type: ignore[attr-defined]
         return uri
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid (it runs detached: pg_ctl starts it, not us)."""
+        if self.server is None:
+            return None
+        pid: int | None = self.server.get_pid()  # type: ignore[attr-defined]
+        return pid
+
+    def alive(self) -> bool:
+        if self.server is None:
+            return False
+        import psutil  # pgserver's own dependency
+
+        process = self.server.get_postmaster_info().process  # type: ignore[attr-defined]
+        try:
+            return bool(process is not None and process.is_running()
+                        and process.status() != psutil.STATUS_ZOMBIE)
+        except psutil.Error:  # gone between the two questions
+            return False
+
+    def restart(self) -> EmbeddedPostgres:
+        """Start the postmaster again on the same data (and socket) after it died.
+
+        Raises :class:`StackUnavailable` while it cannot start yet (a killed postmaster's
+        backends still hold its shared memory for a moment): try again later."""
+        if self.server is None:
+            return self.start()
+        server: Any = self.server
+        old = server.get_postmaster_info()
+        if _exiting(old.process):  # pgserver would take it for a running server
+            raise StackUnavailable(f"Postgres's last postmaster (pid {old.pid}) is still "
+                                   "exiting; it is retried shortly")
+        try:
+            with type(server)._lock, _quiet("pgserver"):
+                # As at the first start: as root this lets pgserver's user reach the data
+                # again (a chmod of OW_HOME since then would keep it out); no initdb.
+                server.ensure_pgdata_inited()
+                server.ensure_postgres_running()
+        except (subprocess.SubprocessError, OSError, AssertionError) as exc:
+            tail = _tail(self.data_dir / "log")
+            raise StackUnavailable(
+                f"Postgres in {self.data_dir} did not start ({exc}); its log ends with: "
+                f"{tail} -- it is retried; if it keeps failing, read {self.data_dir / 'log'}"
+            ) from exc
+        return self
+
     def stop(self) -> None:
         if self.server is not None:
             self.server.cleanup()  # type: ignore[attr-defined]
             self.server = None
+
+
+def _exiting(process: Any) -> bool:
+    """Whether ``process`` (a psutil.Process or None) died and was not reaped yet."""
+    import psutil
+
+    try:
+        return bool(process is not None and process.is_running()
+                    and process.status() == psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def describe_exit(code: int) -> str:
+    """A process's return code as words: "was killed by SIGKILL", "exited with code 1"."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
+def _tail(path: Path, chars: int = 600) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:].strip() or "(empty)"
+    except OSError:
+        return "(no log)"
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """pgserver logs a whole server log at ERROR on a failed start; we raise it instead."""
+    target = logging.getLogger(logger)
+    before, target.disabled = target.disabled, True
+    try:
+        yield
+    finally:
+        target.disabled = before

@@ -1,9 +1,13 @@
 """`ow up`: the whole system on this machine, in one process tree.
 
 Starts what is not given (``OW_NATS_URL``/``OW_DATABASE_URL`` select existing servers),
-prepares streams and schema, runs every service as a child process, restarts a child
-that dies, and on Ctrl-C stops everything in reverse order. Data lives under
-``$OW_HOME`` (default ``~/.openweights``), so the next `ow up` resumes with it intact.
+prepares streams and schema, runs every service as a child process, restarts whatever
+dies (nats-server, Postgres or a service) with backoff (`supervisor.py`), and on Ctrl-C
+stops everything in reverse order. Data lives under ``$OW_HOME`` (default
+``~/.openweights``), so the next `ow up` resumes with it intact; nats-server listens on
+the port the last `ow up` there used (``ports.json``) unless another program took it,
+so long-lived clients find it again. One `ow up` per home: a second is refused and
+touches nothing of the running one. Its own log is ``$OW_HOME/logs/up.log``.
 """
 
 from __future__ import annotations
@@ -17,19 +21,29 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import anyio
 import structlog
 from rich.console import Console
 from rich.table import Table
 
-from openweights.adapters.embedded import EmbeddedNats, EmbeddedPostgres, die_with_parent
+from openweights.adapters.embedded import (
+    EmbeddedNats,
+    EmbeddedPostgres,
+    describe_exit,
+    die_with_parent,
+    free_port,
+    port_free,
+)
 from openweights.adapters.nats.server_config import NatsAuthConfig
 from openweights.bootstrap import ensure_database, ensure_local_admin_token, prepare
+from openweights.cli.supervisor import Part, Supervisor
 from openweights.config import Settings, settings_env
 from openweights.errors import OpenWeightsError, StackUnavailable
+from openweights.logs import configure_logging
 from openweights.secretbox import load_or_create_key
-from openweights.stack import clear_stack, read_stack, write_stack
+from openweights.stack import clear_stack, read_stack, record_port, recorded_port, write_stack
 
 log = structlog.get_logger("up")
 
@@ -54,6 +68,13 @@ class Child:
         logfile.close()
         self.started_at = time.monotonic()
 
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def exit_status(self) -> str:
+        code = self.proc.returncode if self.proc is not None else None
+        return "exited" if code is None else describe_exit(code)
+
     def stop(self, timeout: float = 20.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -71,19 +92,29 @@ class Stack:
         self.nats: EmbeddedNats | None = None
         self.pg: EmbeddedPostgres | None = None
         self.children: list[Child] = []
+        self._lock: TextIO | None = None
 
-    def start_servers(self) -> Settings:
+    def lock(self) -> None:
+        """Hold ``$OW_HOME/up.lock`` for our lifetime: one `ow up` per home (a second
+        nats-server on the same store would corrupt it). Raises :class:`StackUnavailable`
+        naming the running one, before this `ow up` has touched anything of it."""
         home = self.settings.home
         home.mkdir(parents=True, exist_ok=True)
-        # One `ow up` per home: a second nats-server on the same store would corrupt it.
-        self._lock = open(home / "up.lock", "w")  # noqa: SIM115 - held for our lifetime
+        lock = open(home / "up.lock", "a")  # noqa: SIM115 - held for our lifetime
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            lock.close()
             running = read_stack(self.settings) or {}
             raise StackUnavailable(
-                f"ow up is already running for {home} (pid {running.get('pid', '?')}); "
-                "stop it with Ctrl-C first, or use another OW_HOME") from None
+                f"ow up is already running for {home} (pid {running.get('pid', '?')}) and "
+                "keeps running: use it, stop it with Ctrl-C first, or set OW_HOME to "
+                "another directory") from None
+        self._lock = lock
+
+    def start_servers(self) -> Settings:
+        assert self._lock is not None, "lock() first"
+        home = self.settings.home
         nats_url, database_url = self.settings.nats_url, self.settings.database_url
         update: dict[str, object] = {}
         if nats_url is None:
@@ -91,7 +122,7 @@ class Stack:
             # everyone else a token (the local admin token is created below).
             auth_file = home / "nats-auth.json"
             auth = NatsAuthConfig.load_or_create(auth_file)
-            self.nats = EmbeddedNats(home / "nats", auth=auth).start()
+            self.nats = EmbeddedNats(home / "nats", port=self.nats_port(), auth=auth).start()
             nats_url = self.nats.service_url
             update.update(auth=True, nats_auth_file=auth_file, client_nats_url=self.nats.url)
         if database_url is None:
@@ -103,6 +134,21 @@ class Stack:
         return self.settings.model_copy(update={"nats_url": nats_url,
                                                 "database_url": database_url, **update})
 
+    def nats_port(self) -> int:
+        """The port of the last `ow up` on this home while it is free, else a new one
+        (said: clients that remember the old port must be told the new one)."""
+        last = recorded_port(self.settings, "nats")
+        if last is not None and port_free(last):
+            return last
+        port = free_port()
+        if last is not None:
+            log.warning("stack.port_taken", server="nats-server", port=last, new_port=port)
+            self.say(f"nats-server's port {last} (of the last `ow up` here) is taken by "
+                     f"another program; using {port}: point clients that remember {last} "
+                     "at it")
+        record_port(self.settings, "nats", port)
+        return port
+
     def start_services(self, settings: Settings) -> None:
         (settings.home / "logs").mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, **settings_env(settings))
@@ -111,8 +157,20 @@ class Stack:
             child.start(str(settings.home))
             self.children.append(child)
 
-    def supervise(self, stop: anyio.Event | None = None) -> None:
-        """Restart children that exit, until SIGINT/SIGTERM."""
+    def parts(self) -> list[Part]:
+        """What the supervisor keeps alive: the servers first, then the services."""
+        parts = []
+        if (nats := self.nats) is not None:
+            parts.append(Part("nats-server", nats.alive, nats.start, nats.exit_status,
+                              lambda: f"pid {nats.pid}, same port {nats.port}"))
+        if (pg := self.pg) is not None:
+            parts.append(Part("postgres", pg.alive, pg.restart,
+                              where=lambda: f"pid {pg.pid}, same socket"))
+        return parts + [_service_part(child, str(self.settings.home))
+                        for child in self.children]
+
+    def supervise(self) -> None:
+        """Keep every part alive (restarts with backoff), until SIGINT/SIGTERM/SIGHUP."""
         stopping = {"now": False}
 
         def on_signal(signum: int, frame: object) -> None:
@@ -120,14 +178,15 @@ class Stack:
 
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, on_signal)
+        supervisor = Supervisor(self.parts(), self.say)
         while not stopping["now"]:
-            for child in self.children:
-                if child.proc is not None and child.proc.poll() is not None:
-                    log.warning("service.exited", service=child.name,
-                                code=child.proc.returncode, restarts=child.restarts)
-                    child.restarts += 1
-                    child.start(str(self.settings.home))
-            signal.sigtimedwait([signal.SIGCHLD], 1.0)  # woken by a child's exit
+            # Woken by a child's exit; Postgres (not our child) is looked at each second.
+            signal.sigtimedwait([signal.SIGCHLD], supervisor.check())
+
+    def say(self, text: str) -> None:
+        with contextlib.suppress(OSError):  # the terminal may be gone
+            self.console.print(f"{time.strftime('%H:%M:%S')} {text}", markup=False,
+                               highlight=False, soft_wrap=True)
 
     def stop(self) -> None:
         for child in reversed(self.children):
@@ -136,7 +195,7 @@ class Stack:
             self.pg.stop()
         if self.nats is not None:
             self.nats.stop()
-        clear_stack(self.settings)
+        clear_stack(self.settings)  # only if it is ours
 
     def show(self, settings: Settings) -> None:
         table = Table(title="openweights is up", show_header=True)
@@ -152,6 +211,11 @@ class Stack:
             table.add_row(child.name, f"pid {pid}, log {settings.home / 'logs' / child.name}.log")
         self.console.print(table)
         self.console.print("Stop with Ctrl-C. Try the quickstart: [bold]ow demo[/bold]")
+
+
+def _service_part(child: Child, home: str) -> Part:
+    return Part(child.name, child.alive, lambda: child.start(home), child.exit_status,
+                lambda: f"pid {child.proc.pid if child.proc else '-'}")
 
 
 async def wait_ready(settings: Settings, token_file: str | None) -> None:
@@ -177,6 +241,10 @@ async def wait_ready(settings: Settings, token_file: str | None) -> None:
 
 def run_up(settings: Settings, console: Console) -> None:
     stack = Stack(settings, console)
+    stack.lock()  # a refused `ow up` ends here, before the `finally` that stops a stack
+    (settings.home / "logs").mkdir(parents=True, exist_ok=True)
+    up_log = open(settings.home / "logs" / "up.log", "a", buffering=1)  # noqa: SIM115
+    configure_logging(json=True, file=up_log)
     try:
         full = stack.start_servers()
         applied = anyio.run(prepare, full)

@@ -12,6 +12,7 @@ import asyncio
 import os
 import random
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -93,10 +94,13 @@ class Transport:
         reconnects (forever here), so a refused token or an absent server would hang."""
         refused = anyio.Event()
         last: list[Exception] = []
+        restarts = _ServerRestarts(self.retry_for_s)
 
         async def on_error(exc: Exception) -> None:
             last.append(exc)
             if "authorization" in str(exc).lower():
+                if connected and restarts.refused_while_restarting(connected[0]):
+                    return  # nats-py knocks again in 0.5 s
                 self.auth_refused = True
                 refused.set()
                 if connected and not connected[0].is_closed:
@@ -106,6 +110,8 @@ class Transport:
 
         async def on_reconnected() -> None:
             self.auth_refused = False  # admitted again: a refusal was a callout outage
+            if connected:
+                restarts.admitted(connected[0])
 
         connected: list[Client] = []
         async with anyio.create_task_group() as tg:
@@ -127,6 +133,7 @@ class Transport:
             tg.start_soon(give_up)
         if connected:
             self.auth_refused = False
+            restarts.admitted(connected[0])
             return connected[0]
         if refused.is_set():
             raise AuthenticationError(
@@ -233,3 +240,35 @@ class Transport:
                                       f"{self.retry_for_s:.0f} s ({type(exc).__name__})") from exc
                 await anyio.sleep(delay * (0.5 + random.random()))  # backoff between retries
                 delay = min(delay * 2, 5.0)
+
+
+class _ServerRestarts:
+    """Tells a revocation from a server restart on a refused reconnect.
+
+    A server that kicked a revoked token refuses its reconnect at once. A nats-server
+    that restarted (a new server id) refuses everyone until the api's auth callout is
+    subscribed again, for a second or so: that refusal is waited out, up to
+    ``grace_s``, so a long-lived client rides through the restart."""
+
+    def __init__(self, grace_s: float) -> None:
+        self.grace_s = grace_s
+        self.server_id: str | None = None  # of the server that last admitted us
+        self.refused_since: float | None = None
+
+    def admitted(self, nc: Client) -> None:
+        self.server_id, self.refused_since = _server_id(nc), None
+
+    def refused_while_restarting(self, nc: Client) -> bool:
+        if _server_id(nc) in (None, self.server_id):
+            return False
+        now = time.monotonic()
+        if self.refused_since is None:
+            self.refused_since = now
+        return now - self.refused_since < self.grace_s
+
+
+def _server_id(nc: Client) -> str | None:
+    """The id of the server ``nc`` talks (or last tried to talk) to; new at every start."""
+    info = getattr(nc, "_server_info", None)  # nats-py keeps the INFO it last got here
+    server_id = info.get("server_id") if isinstance(info, dict) else None
+    return server_id if isinstance(server_id, str) else None
