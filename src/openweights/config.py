@@ -105,7 +105,14 @@ class Settings(BaseSettings):
     never_registered_s: float = 600.0
     worker_ttl_s: float = 24 * 3600.0
     max_consecutive_failures: int = 5
+    # Machines the provisioner keeps live at most, in all and for any one organization
+    # (an org's MAX_WORKERS secret only lowers its own).
     max_workers: int = 8
+    # An organization whose machine died unasked (lost, failed to start, never
+    # registered) waits this long before its next start, twice as long after each
+    # further death, up to start_backoff_max_s (services/provisioner/pacing.py).
+    start_backoff_s: float = 10.0
+    start_backoff_max_s: float = 600.0
     # The local backend: how many fake GPUs (and of which type) each agent pretends to have.
     local_fake_gpus: int = 0
     local_fake_gpu_type: str = "H100S"

@@ -45,7 +45,7 @@ def fast_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={
         "heartbeat_s": 0.5, "worker_lost_s": 4.0, "worker_lost_starting_s": 20.0,
         "run_start_timeout_s": 20.0, "scheduler_check_s": 0.5, "provisioner_check_s": 0.5,
-        "cancel_grace_s": 2.0})
+        "cancel_grace_s": 2.0, "start_backoff_s": 1.0})
 
 
 @pytest.fixture

@@ -11,6 +11,14 @@ Job states (the five users of the original OpenWeights know):
 A run is one execution of the job by one worker: ``in_progress`` then ``completed``,
 ``failed`` or ``canceled``. Fencing: a worker's status change names its run, and is
 accepted only while that run is the job's open run on that worker.
+
+A run *loses its machine* when it is given back as failed (``job.requeued``, run status
+``failed``: its worker was declared lost, restarted under it, or never started it). The
+job goes back to pending, but the :data:`MAX_LOST_RUNS`-th such run in a row fails it
+instead, saying so: a job that crashes its agent is not requeued forever. Any other end
+of a run (completed, failed, canceled, handed back by a worker shutting down) or a reset
+ends the row; a started run counts too, as a job can kill its machine after starting.
+``JobState.lost_in_a_row`` is folded from the events, so a replay rebuilds it.
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ from openweights.events.job import PLACEMENT
 JobStatus = Literal["pending", "in_progress", "completed", "failed", "canceled"]
 RunStatus = Literal["in_progress", "completed", "failed", "canceled"]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "canceled"})
+MAX_LOST_RUNS = 3
 
 # (state before, event) -> state after. ``None`` is "no such job yet"; ``"*"`` keeps it.
 TRANSITIONS: dict[tuple[str | None, type[Event]], str] = {
@@ -103,6 +112,7 @@ class JobState(msgspec.Struct, frozen=True, gc=False):
     updated_at: datetime
     worker_id: str | None = None
     runs: tuple[RunState, ...] = ()
+    lost_in_a_row: int = 0  # its last runs that lost their machine, since any other end
 
     @property
     def open_run(self) -> RunState | None:
@@ -176,9 +186,7 @@ def decide(state: JobState | None, cmd: JobCommand, now: datetime, by: Actor) ->
                               exit_code=cmd.exit_code, log_file=cmd.log_file)]
         case RequeueJob():
             _fence(state, cmd.run_id, cmd.worker_id, name)
-            return [JobRequeued(**meta, job_id=state.id, run_id=cmd.run_id,
-                                worker_id=cmd.worker_id, run_status=cmd.run_status,
-                                reason=cmd.reason, log_file=cmd.log_file)]
+            return [_decide_requeue(state, cmd, meta)]
         case CancelJob():
             return _decide_cancel(state, cmd, meta)
         case StoreRunLog(run_id=run_id, worker_id=worker_id, log_file=log_file):
@@ -204,6 +212,17 @@ def _decide_submit(state: JobState | None, cmd: SubmitJob, meta: dict[str, Any])
         return []  # the same job again: it runs once
     return [JobRequirementsChanged(**meta, job_id=state.id,
                                    **{f: getattr(cmd.spec, f) for f in PLACEMENT})]
+
+
+def _decide_requeue(state: JobState, cmd: RequeueJob, meta: dict[str, Any]) -> Event:
+    if cmd.run_status == "failed" and state.lost_in_a_row + 1 >= MAX_LOST_RUNS:
+        error = (f"its runs lost their machine {MAX_LOST_RUNS} times in a row (last: "
+                 f"{cmd.reason}), so it is not requeued again: a job that crashes or "
+                 "exhausts its machine does this; check its logs, fix it and submit it again")
+        return JobFailed(**meta, job_id=state.id, run_id=cmd.run_id, worker_id=cmd.worker_id,
+                         error=error, log_file=cmd.log_file)
+    return JobRequeued(**meta, job_id=state.id, run_id=cmd.run_id, worker_id=cmd.worker_id,
+                       run_status=cmd.run_status, reason=cmd.reason, log_file=cmd.log_file)
 
 
 def _decide_cancel(state: JobState, cmd: CancelJob, meta: dict[str, Any]) -> list[Event]:
@@ -243,7 +262,8 @@ def _apply(state: JobState, event: Event, status: JobStatus) -> JobState:
     r = msgspec.structs.replace
     match event:
         case JobReset():
-            return r(state, spec=event.spec, status=status, worker_id=None, updated_at=at)
+            return r(state, spec=event.spec, status=status, worker_id=None, updated_at=at,
+                     lost_in_a_row=0)
         case JobRequirementsChanged():
             spec = r(state.spec, script=event.script, docker_image=event.docker_image,
                      requires_vram_gb=event.requires_vram_gb,
@@ -260,16 +280,18 @@ def _apply(state: JobState, event: Event, status: JobStatus) -> JobState:
         case JobCompleted() | JobFailed():
             runs = _with_run(state, event.run_id, status=status, updated_at=at,
                              log_file=event.log_file)
-            return r(state, status=status, updated_at=at, runs=runs)
+            return r(state, status=status, updated_at=at, runs=runs, lost_in_a_row=0)
         case JobCanceled():
             runs = state.runs
             if event.run_id is not None:
                 runs = _with_run(state, event.run_id, status="canceled", updated_at=at)
-            return r(state, status=status, updated_at=at, runs=runs)
+            return r(state, status=status, updated_at=at, runs=runs, lost_in_a_row=0)
         case JobRequeued():
             runs = _with_run(state, event.run_id, status=event.run_status, updated_at=at,
                              log_file=event.log_file)
-            return r(state, status=status, worker_id=None, updated_at=at, runs=runs)
+            lost = state.lost_in_a_row + 1 if event.run_status == "failed" else 0
+            return r(state, status=status, worker_id=None, updated_at=at, runs=runs,
+                     lost_in_a_row=lost)
         case RunLogStored():
             return r(state, runs=_with_run(state, event.run_id, log_file=event.log_file,
                                            updated_at=at))

@@ -1,7 +1,8 @@
 """Decisions more than one service takes: declaring a worker lost (the scheduler, on a
 missed heartbeat deadline; the provisioner, when a machine is gone) and giving its
 jobs back. Fenced and optimistic, so both may race safely: the one that loses finds the
-worker or the run already ended, and says so."""
+worker or the run already ended, and says so. A job whose runs lost their machine too
+often in a row is failed rather than given back (the job aggregate decides)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from openweights.domain.commands import DeclareLost, RequeueJob
 from openweights.domain.job import JobState
 from openweights.domain.worker import WorkerState
 from openweights.errors import Conflict
-from openweights.events import Actor
+from openweights.events import Actor, JobFailed
 from openweights.execute import Executor
 
 log = structlog.get_logger("lifecycle")
@@ -39,7 +40,10 @@ async def declare_lost(executor: Executor, w: WorkerState, open_jobs: list[JobSt
             cmd = RequeueJob(run_id=run.id, worker_id=w.id, run_status="failed",
                              reason=f"worker lost: {reason}")
             try:
-                await executor.execute(j.org, JOB, j.id, cmd, by)
+                given_back = await executor.execute(j.org, JOB, j.id, cmd, by)
             except Conflict as exc:  # the run ended meanwhile
                 log.info("job.requeue_skipped", job=j.id, run=run.id, reason=str(exc))
+                continue
+            if any(isinstance(e, JobFailed) for e in given_back.events):  # MAX_LOST_RUNS
+                log.warning("job.failed_machines_lost", job=j.id, run=run.id, worker=w.id)
     return True

@@ -16,6 +16,7 @@ from openweights.domain.commands import (
     RestartJob,
     SubmitJob,
 )
+from openweights.domain.mounts import mount_targets
 from openweights.errors import InvalidRequest, NotFound
 from openweights.events import JobReset, JobSpec, JobSubmitted
 from openweights.hardware import validate_allowed_hardware
@@ -44,6 +45,17 @@ def referenced_file_ids(value: Any) -> set[str]:
     return found
 
 
+def check_mounts(d: Deps, org: str, mounted: Any) -> None:
+    """Every mount's target is a path the agent can fill (``domain.mounts``) and its file
+    a file of ``org``: a job its agent cannot set up is refused here, not on a machine."""
+    for parts, file_id in mount_targets(mounted).items():
+        if not ids.FILE_ID.match(file_id) or d.fold.get(org, FILE, file_id) is None:
+            raise InvalidRequest(
+                f"params.mounted_files[{'/'.join(parts)!r}]: {file_id[:80]!r} is not a file "
+                "of this organization; upload it first (ow.files.upload) and mount the id "
+                "that returns, like 'conversations:file-0123456789ab'")
+
+
 def validate_submit(d: Deps, org: str, req: protocol.JobSubmit) -> SubmitJob:
     """The command a submission asks for. Raises :class:`InvalidRequest` naming the
     field at fault."""
@@ -56,6 +68,8 @@ def validate_submit(d: Deps, org: str, req: protocol.JobSubmit) -> SubmitJob:
     if not req.docker_image.strip():
         raise InvalidRequest("docker_image is empty")
     hardware = validate_allowed_hardware(req.allowed_hardware) if req.allowed_hardware else None
+    if req.params.get("mounted_files") is not None:  # None: nothing mounted, as {}
+        check_mounts(d, org, req.params["mounted_files"])
     missing = sorted(f for f in referenced_file_ids(req.params)
                      if d.fold.get(org, FILE, f) is None)
     if missing:

@@ -11,7 +11,8 @@ from openweights.adapters.postgres.db import query
 from openweights.api import protocol
 from openweights.domain.aggregates import ORG, SECRET, TOKEN
 from openweights.domain.commands import CreateToken, RemoveSecret, RevokeToken, SetSecret
-from openweights.errors import InvalidRequest, NotFound
+from openweights.domain.secret import check_sizes
+from openweights.errors import InvalidRequest, NotFound, OpenWeightsError
 from openweights.services.api.context import Context, Deps, Seq
 from openweights.subjects import check_token
 
@@ -75,11 +76,24 @@ async def set_secrets(d: Deps, ctx: Context, req: protocol.SecretSetReq) -> Seq:
     if bad:
         raise InvalidRequest(f"secret name(s) {bad} must be letters, digits and '_', "
                              "not starting with a digit")
+    check_sizes(_held_sizes(d, ctx.org), req.values)
     seq = 0
     for name, value in sorted(req.values.items()):
         cmd = SetSecret(org=ctx.org, name=name, ciphertext=d.secrets.box.encrypt(value))
         seq = (await d.executor.execute(ctx.org, SECRET, name, cmd, ctx.actor)).seq
     return Seq({"set": sorted(req.values)}, seq)
+
+
+def _held_sizes(d: Deps, org: str) -> dict[str, int]:
+    """Name -> bytes of each value ``org`` has set; one sealed under another key counts
+    as long as its ciphertext, which is longer."""
+    out: dict[str, int] = {}
+    for name, sealed in d.secrets.sealed(org).items():
+        try:
+            out[name] = len(d.secrets.box.decrypt(sealed).encode())
+        except OpenWeightsError:
+            out[name] = len(sealed)
+    return out
 
 
 async def list_secret_names(d: Deps, ctx: Context, req: protocol.SecretNamesReq) -> list[str]:

@@ -4,6 +4,11 @@ Demand is the pending jobs grouped by image and hardware need; supply is the sta
 workers of that image and the idle active ones that match. Every decision is an event
 with its reason (``WorkerRequested``, ``WorkerShutdownRequested``, ``WorkerTerminated``),
 so ``ow audit worker <id>`` explains why a machine exists and why it went away.
+
+Limits: the operator's ``OW_MAX_WORKERS`` bounds the live machines in all and those of
+any one organization (whose ``MAX_WORKERS`` secret can only lower its own); when it
+cannot meet every organization's demand it is shared out round-robin. An organization
+whose machines keep dying waits longer and longer before its next start (``pacing``).
 """
 
 from __future__ import annotations
@@ -35,14 +40,24 @@ from openweights.domain.job import JobState
 from openweights.domain.matching import matches
 from openweights.domain.worker import WorkerState
 from openweights.errors import Conflict, OpenWeightsError
-from openweights.events import Actor, Event
+from openweights.events import (
+    Actor,
+    Event,
+    JobCompleted,
+    JobFailed,
+    WorkerLost,
+    WorkerMachineFailed,
+    WorkerTerminated,
+)
 from openweights.execute import Executor
 from openweights.secretbox import SecretBox
 from openweights.services.lifecycle import declare_lost
+from openweights.services.provisioner.pacing import StartPacing, share
 from openweights.services.provisioner.port import MachineBackend, MachineSpec, MachineStartFailed
 
 log = structlog.get_logger("provisioner")
 ME = Actor("provisioner")
+NEVER_REGISTERED = "never registered"
 
 
 class Provisioner:
@@ -53,13 +68,31 @@ class Provisioner:
         self.last_active: dict[tuple[str, str], datetime] = {}  # worker -> last run change
         self.fold.listeners.append(self._on_event)
         self._stop_sent: dict[str, datetime] = {}
+        self.pacing = StartPacing(settings.start_backoff_s, settings.start_backoff_max_s)
+        self._worked: set[tuple[str, str]] = set()  # workers that ended a run
+        self._deferred: dict[str, datetime] = {}  # org -> the wait last logged
         self._wake = anyio.Event()
 
     def _on_event(self, seq: int, org: str, event: Event, before: Any, after: Any) -> None:
         if isinstance(after, JobState) and after.runs:
             run = after.runs[-1]
             self.last_active[(org, run.worker_id)] = event.at
+            if isinstance(event, JobCompleted) or (
+                    isinstance(event, JobFailed) and event.by.kind == "agent"):
+                self._worked.add((org, event.worker_id))  # its agent ended a run
+                self.pacing.worked(org)
+        elif isinstance(after, WorkerState):
+            self._on_worker_event(org, event, after)
         self._wake.set()
+
+    def _on_worker_event(self, org: str, event: Event, w: WorkerState) -> None:
+        """A machine that died unasked before ending a run was a start wasted (pacing)."""
+        died = isinstance(event, WorkerLost | WorkerMachineFailed) or (
+            isinstance(event, WorkerTerminated) and event.reason == NEVER_REGISTERED)
+        if died and (org, w.id) not in self._worked:
+            self.pacing.died(org, event.at)
+        if w.status == "terminated":
+            self._worked.discard((org, w.id))
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
@@ -76,14 +109,16 @@ class Provisioner:
                     log.warning("provisioner.reconcile_failed", error=str(exc))
 
     def max_workers(self, org: str) -> int:
-        """The org's MAX_WORKERS secret, else the operator's default (8)."""
+        """The org's MAX_WORKERS secret, bounded by the operator's OW_MAX_WORKERS (which is
+        also what an org without one gets)."""
+        limit = self.settings.max_workers
         state = self.fold.get(org, SECRET, "MAX_WORKERS")
         if state is not None and state.status == "set":
             try:
-                return max(0, int(self.box.decrypt(state.ciphertext)))
+                return min(limit, max(0, int(self.box.decrypt(state.ciphertext))))
             except (OpenWeightsError, ValueError) as exc:
                 log.warning("provisioner.bad_max_workers", org=org, error=str(exc))
-        return self.settings.max_workers
+        return limit
 
     async def _worker_credentials(self, org: str, worker_id: str) -> dict[str, str]:
         """A token that can act only for this worker (auth on), for the machine's env."""
@@ -112,7 +147,27 @@ class Provisioner:
         for org in sorted(set(workers) | set(pending)):
             await self._release(workers[org], open_jobs, now)
             await self._scale_down(workers[org], busy, now)
-            await self._scale_up(org, workers[org], pending[org], busy)
+        live = {org: sum(w.status != "terminated" for w in ws) for org, ws in workers.items()}
+        room = self.settings.max_workers - sum(live.values())
+        # An upper bound of each org's need (idle workers may serve some of it).
+        demand = {org: min(len(jobs), self.max_workers(org) - live.get(org, 0))
+                  for org, jobs in pending.items() if self._may_start(org, now)}
+        for org, budget in share(room, demand).items():
+            if budget > 0:
+                await self._scale_up(org, workers[org], pending[org], busy, budget)
+
+    def _may_start(self, org: str, now: datetime) -> bool:
+        """Whether ``org``'s starts are not backed off (said in the log once per wait)."""
+        if self.pacing.may_start(org, now):
+            return True
+        until = self.pacing.not_before(org)
+        assert until is not None
+        if self._deferred.get(org) != until:
+            self._deferred[org] = until
+            log.warning("provisioner.starts_backed_off", org=org, until=until.isoformat(),
+                        reason="its machines died unasked (lost, failed to start, never "
+                        "registered); each death doubles the wait")
+        return False
 
     # -- releasing -----------------------------------------------------------------------
     async def _release(self, ws: list[WorkerState], open_jobs: list[JobState],
@@ -138,7 +193,7 @@ class Provisioner:
                     seconds=self.settings.never_registered_s):
                 if w.machine_id is not None:
                     await self.backend.stop(w.machine_id)
-                await self._terminate(w, "never registered")
+                await self._terminate(w, NEVER_REGISTERED)
 
     async def _stop_once(self, machine_id: str, now: datetime) -> None:
         """Ask a machine to stop, again only after a minute: a second SIGTERM is an
@@ -169,11 +224,11 @@ class Provisioner:
 
     # -- starting ------------------------------------------------------------------------
     async def _scale_up(self, org: str, ws: list[WorkerState], pending: list[JobState],
-                        busy: set[tuple[str, str]]) -> None:
-        if not pending:
-            return
+                        busy: set[tuple[str, str]], budget: int) -> None:
+        """Start machines for ``org``'s unmet demand: at most ``budget`` (its share of the
+        operator's limit) and never past its own limit."""
         live = [w for w in ws if w.status != "terminated"]
-        slots = self.max_workers(org) - len(live)
+        slots = min(budget, self.max_workers(org) - len(live))
         idle = [w for w in ws if w.status == "active" and (w.org, w.id) not in busy]
         starting = [w for w in ws if w.status == "starting"]
         groups: dict[tuple[str, tuple[str, ...] | None], list[JobState]] = defaultdict(list)
