@@ -116,6 +116,12 @@ class Settings(BaseSettings):
     # The local backend: how many fake GPUs (and of which type) each agent pretends to have.
     local_fake_gpus: int = 0
     local_fake_gpu_type: str = "H100S"
+    # Jobs' identity (openweights/isolation/): "auto" gives every run a fresh
+    # unprivileged user where the agent is root, and else runs one organization's
+    # jobs only; "user" insists on the former, "none" asks for the latter.
+    job_isolation: str = "auto"
+    # Where a root agent makes its jobs' directories (default /var/tmp/openweights/jobs).
+    jobs_dir: Path | None = None
     cancel_grace_s: float = 10.0
     log_json: bool | None = None
     request_timeout_s: float = 10.0

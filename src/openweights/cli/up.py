@@ -41,6 +41,7 @@ from openweights.bootstrap import ensure_database, ensure_local_admin_token, pre
 from openweights.cli.supervisor import Part, Supervisor
 from openweights.config import Settings, settings_env
 from openweights.errors import OpenWeightsError, StackUnavailable
+from openweights.isolation import choose, describe, harden_home
 from openweights.logs import configure_logging
 from openweights.secretbox import load_or_create_key
 from openweights.stack import clear_stack, read_stack, record_port, recorded_port, write_stack
@@ -242,6 +243,8 @@ async def wait_ready(settings: Settings, token_file: str | None) -> None:
 def run_up(settings: Settings, console: Console) -> None:
     stack = Stack(settings, console)
     stack.lock()  # a refused `ow up` ends here, before the `finally` that stops a stack
+    harden_home(settings.home)  # keys, tokens, the servers' data: the operator's alone
+    console.print(describe(choose(settings)), markup=False)  # what its agents' jobs may do
     (settings.home / "logs").mkdir(parents=True, exist_ok=True)
     up_log = open(settings.home / "logs" / "up.log", "a", buffering=1)  # noqa: SIM115
     configure_logging(json=True, file=up_log)

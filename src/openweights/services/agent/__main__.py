@@ -2,7 +2,8 @@
 
 ``OW_WORKER_ID`` (else ``unmanaged-<host>-<pid>``), ``OW_DOCKER_IMAGE`` (the image whose
 jobs it takes; default ``dev``), ``OW_MANAGED`` (started by a provisioner),
-``OW_LOCAL_FAKE_GPUS`` (pretend to have GPUs, for the local backend). SIGTERM stops it
+``OW_LOCAL_FAKE_GPUS`` (pretend to have GPUs, for the local backend), ``OW_JOB_ISOLATION``
+(how its jobs are kept apart: ``openweights.isolation``). SIGTERM stops it
 gracefully (the running job goes back to pending); a second SIGTERM stops it at once.
 """
 
@@ -15,6 +16,7 @@ import socket
 import anyio
 
 from openweights.config import Settings
+from openweights.isolation import become_subreaper, choose
 from openweights.logs import configure_logging
 from openweights.services.agent.agent import Agent
 from openweights.services.agent.gpu import HardwareInfo, detect_hardware
@@ -33,9 +35,12 @@ async def main() -> None:
     else:
         hardware = await detect_hardware()
         real = hardware.gpu_count > 0
+    isolation = choose(settings)
+    if not isolation.isolated:  # what a job orphans is then found among our descendants
+        become_subreaper()
     agent = Agent(settings, worker_id, os.environ.get("OW_DOCKER_IMAGE", "dev"), hardware,
                   managed=os.environ.get("OW_MANAGED", "").lower() in ("1", "true", "yes"),
-                  real_gpus=real)
+                  real_gpus=real, isolation=isolation)
     async with anyio.create_task_group() as tg:
         async def on_signals() -> None:
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

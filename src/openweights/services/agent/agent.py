@@ -22,6 +22,7 @@ from openweights.api.protocol import Assignment, Heartbeat, RunNotice, ToAgent
 from openweights.config import Settings
 from openweights.errors import InvalidRequest, OpenWeightsError
 from openweights.events import WorkerLost, WorkerShutdownRequested, WorkerTTLExtended, decode
+from openweights.isolation import JobIsolation, choose, harden_home
 from openweights.sdk.transport import Transport
 from openweights.services.agent.api import AgentApi
 from openweights.services.agent.control import RunControls
@@ -36,7 +37,10 @@ log = structlog.get_logger("agent")
 
 class Agent:
     def __init__(self, settings: Settings, worker_id: str, docker_image: str,
-                 hardware: HardwareInfo, *, managed: bool, real_gpus: bool = False) -> None:
+                 hardware: HardwareInfo, *, managed: bool, real_gpus: bool = False,
+                 isolation: JobIsolation | None = None) -> None:
+        """``isolation``: how jobs are kept apart here (default: what ``settings`` asks
+        for on this machine; raises ``IsolationUnavailable`` when that cannot be had)."""
         self.settings, self.worker_id, self.docker_image = settings, worker_id, docker_image
         self.hardware, self.managed, self.real_gpus = hardware, managed, real_gpus
         self.api = AgentApi(settings, worker_id, send=self.call)
@@ -48,10 +52,11 @@ class Agent:
         # asyncio's queue: anyio's stream costs a library lookup per item.
         self._queue: asyncio.Queue[Assignment | None] = asyncio.Queue()
         self.controls = RunControls()
-        self.workdir_root = settings.home / "agent" / worker_id
+        self.isolation = isolation if isolation is not None else choose(settings)
+        harden_home(settings.home)  # the stack's keys and data: not a job's to read
+        self.workdir_root = self.isolation.jobs_root(worker_id)
         self.runs = RunExecutor(self, self.api, settings, hardware, real_gpus=real_gpus,
-                                workdir_root=self.workdir_root)
-        self.workdir_root.mkdir(parents=True, exist_ok=True)
+                                workdir_root=self.workdir_root, isolation=self.isolation)
 
     @property
     def t(self) -> Transport:
@@ -90,7 +95,8 @@ class Agent:
         requeued = await self.api.register(self.docker_image, self.hardware,
                                            managed=self.managed, ttl_until=self.ttl_until)
         log.info("agent.registered", worker=self.worker_id, requeued=requeued,
-                 hardware=self.hardware.hardware_type)
+                 hardware=self.hardware.hardware_type, jobs_isolated=self.isolation.isolated,
+                 why_not=self.isolation.why_not or None)
         await self.runs.workspaces.prepare()
         self.runs.warm_up()
         if self.real_gpus and (problems := gpu_health_problems(await read_gpus())):

@@ -6,7 +6,8 @@ output pump (``output``), stopping the process group (``process_group``).
 
 Invariant: when :func:`run_job_process` returns or raises, the command's whole process
 group is gone (SIGTERM, then SIGKILL), its leader is reaped and the output reader has
-finished, so a job never leaves anything running on the GPU behind it.
+finished, so a job never leaves anything running on the GPU behind it; with ``sweep``
+(the run's isolation, ``openweights.isolation``), so is what left the group.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -26,9 +27,10 @@ from openweights.services.agent.process_group import kill_group, stop_group
 from openweights.services.agent.spawn import Child, spawn
 from openweights.services.agent.warm_shell import WarmShell
 
-__all__ = ["OnStart", "ProcessOutcome", "Status", "run_job_process"]
+__all__ = ["OnStart", "ProcessOutcome", "Status", "Sweep", "run_job_process", "unstarted"]
 
 OnStart = Callable[[int], Awaitable[None] | None]
+Sweep = Callable[[], Awaitable[None]]  # kills what the run left anywhere; never raises
 Status = Literal["completed", "failed", "canceled"]
 
 
@@ -38,7 +40,8 @@ class ProcessOutcome:
 
     ``status`` is ``canceled`` whenever we stopped it (``reason`` "canceled" or
     "timeout"), else ``completed`` for exit 0 and ``failed`` otherwise (``reason``
-    "exit 3", "signal 9"). ``exit_code`` is None when a signal ended the process.
+    "exit 3", "signal 9"; "the job could not start: ..." when it never ran, with
+    ``pid`` 0). ``exit_code`` is None when a signal ended the process (or none ran).
     Times are epoch seconds.
     """
 
@@ -54,10 +57,14 @@ async def run_job_process(
     command: str, *, cwd: Path, env: Mapping[str, str], on_line: OnLine, log_path: Path,
     cancel: anyio.Event, deadline: float | None = None, grace_s: float = 10.0,
     on_start: OnStart | None = None, shell: WarmShell | None = None,
+    prefix: Sequence[str] = (), sweep: Sweep | None = None,
 ) -> ProcessOutcome:
     """Run ``command`` with ``/bin/sh -c`` in ``cwd`` in its own session, until it exits;
     or in ``shell``, a :class:`WarmShell` started in ``cwd`` ahead of time (``env`` is
-    then what the command must see: the shell exports the difference first).
+    then what the command must see: the shell exports the difference first). ``prefix``
+    is what a shell spawned here starts under (the run's user); ``sweep`` runs once the
+    group is gone, to kill what left it. A command that cannot be spawned (an
+    environment exec refuses) is a failed outcome, not an error.
 
     stdout and stderr are merged; each line is appended to ``log_path`` (flushed; the
     file is created on the first line) and passed to ``on_line`` as soon as it is read.
@@ -74,27 +81,38 @@ async def run_job_process(
     """
     with LazyLog(log_path) as log:
         process: Child
-        if shell is not None:
-            process = shell.run(command, env)
-        else:
-            process = await spawn(command, cwd, env)
         started_at = time.time()
+        try:
+            process = (shell.run(command, env) if shell is not None
+                       else await spawn(command, cwd, env, prefix))
+        except (OSError, ValueError) as exc:  # E2BIG, a NUL in the environment...
+            return unstarted(f"the command could not be spawned: {exc}")
         try:
             if on_start is not None:
                 await call_back(on_start, process.pid)
-            stop_reason = await _run_to_end(process, log, on_line, cancel, deadline, grace_s)
+            stop_reason = await _run_to_end(process, log, on_line, cancel, deadline, grace_s,
+                                            sweep)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await kill_group(process)
+                if sweep is not None:
+                    await sweep()
             raise
         finally:
             process.close()  # the pipes; the shell is reaped by now
     return _outcome(process, stop_reason, started_at)
 
 
+def unstarted(why: str) -> ProcessOutcome:
+    """The outcome of a command that never ran, and ``why``."""
+    now = time.time()
+    return ProcessOutcome(exit_code=None, status="failed", reason=f"the job could not "
+                          f"start: {why}", started_at=now, ended_at=now, pid=0)
+
+
 async def _run_to_end(
     process: Child, log: LazyLog, on_line: OnLine,
-    cancel: anyio.Event, deadline: float | None, grace_s: float,
+    cancel: anyio.Event, deadline: float | None, grace_s: float, sweep: Sweep | None,
 ) -> str | None:
     assert process.stdout is not None
     pump = OutputPump(process.stdout, log, on_line)
@@ -103,6 +121,8 @@ async def _run_to_end(
         stop_reason = await _wait_exit_or_stop(process, cancel, deadline, reader)
         # Also after a normal exit: what the command left running dies with the job.
         await stop_group(process, grace_s)
+        if sweep is not None:  # and what left its group (before the pipe is drained:
+            await sweep()  # such a process may hold it open)
         await pump.drain(reader)
     finally:
         if not reader.done():  # a pipe held open by a process that left the group

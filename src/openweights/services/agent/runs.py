@@ -7,7 +7,9 @@ confirmed meanwhile: pickup is assignment -> spawn, not assignment -> round trip
 spawn. The confirmation waits ``QUICK_JOB_S``; the run exists since its assignment, so
 the job may use it (``ow.run.log``) meanwhile. Jobs run in a fresh directory (made
 ahead, see ``workspace``), normally in a shell spawned there ahead (``WarmShell``), so
-a job starts when its script is written to it.
+a job starts when its script is written to it; as the run's own user where the machine
+can give it one (``openweights.isolation``). Whatever keeps a run from starting (see
+``prepare``) fails that run with the reason; the agent goes on to the next.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import structlog
 
 from openweights.api.protocol import Assignment
 from openweights.config import Settings
-from openweights.errors import Conflict, OpenWeightsError
+from openweights.errors import Conflict
+from openweights.isolation import JobIsolation, JobUser
 from openweights.services.agent.api import REFUSED, AgentApi
 from openweights.services.agent.control import RunControl
 from openweights.services.agent.gpu import (
@@ -31,8 +34,10 @@ from openweights.services.agent.gpu import (
     HardwareInfo,
     reclaim_gpu,
 )
-from openweights.services.agent.job_io import collect_uploads
-from openweights.services.agent.process import ProcessOutcome, run_job_process
+from openweights.services.agent.job_io import collect_uploads, job_base_env
+from openweights.services.agent.output import OnLine
+from openweights.services.agent.prepare import prepare_run, sweeper, tell
+from openweights.services.agent.process import ProcessOutcome, run_job_process, unstarted
 from openweights.services.agent.reporting import (
     Collect,
     EndRun,
@@ -44,7 +49,6 @@ from openweights.services.agent.reporting import (
     ending,
 )
 from openweights.services.agent.shells import Shells
-from openweights.services.agent.warm_shell import WarmShell
 from openweights.services.agent.workspace import Workspace, Workspaces
 
 __all__ = ["QUICK_JOB_S", "Host", "RunExecutor"]
@@ -89,13 +93,15 @@ class RunExecutor:
     """Runs the agent's assignments one at a time, each reported as its report says."""
 
     def __init__(self, host: Host, api: AgentApi, settings: Settings, hardware: HardwareInfo,
-                 *, real_gpus: bool, workdir_root: Path) -> None:
+                 *, real_gpus: bool, workdir_root: Path, isolation: JobIsolation) -> None:
         self.host, self.api, self.settings = host, api, settings
         self.hardware, self.real_gpus = hardware, real_gpus
         self.failures = 0  # consecutive failed jobs
         self.current: Assignment | None = None  # the one running (heartbeats name it)
-        self.workspaces = Workspaces(workdir_root)
-        self.shells = Shells(api.worker_id, hardware.gpu_count)
+        self.isolation = isolation
+        self.workspaces = Workspaces(workdir_root, isolation)
+        base_env = job_base_env(os.environ, settings, api.transport.api_key)
+        self.shells = Shells(api.worker_id, hardware.gpu_count, base_env, isolation)
         # org -> (version, secrets) from the last start reply (see Assignment.secrets_seq)
         self._secrets: dict[str, tuple[int, dict[str, str]]] = {}
 
@@ -103,7 +109,7 @@ class RunExecutor:
         """Spawn the next job's shell ahead (see ``Shells``), unless the agent stops."""
         if not self.host.stopping.is_set():
             secrets = self._secrets.get(self.api.org, (-1, {}))[1]
-            self.shells.warm_up(self.workspaces.next_dir, secrets)
+            self.shells.warm_up(self.workspaces.spare, secrets)
 
     async def close(self) -> None:
         await self.shells.close()
@@ -155,9 +161,9 @@ class RunExecutor:
             case StartRun():
                 return await self._start(run)
             case Collect():
-                assert run.ws is not None
-                run.log_file = await self._store_log(run.ws.log, f"{run.a.run_id}.log")
-                await self._upload_results(run.a, run.ws.dir)
+                if run.ws is not None:  # None: the run had no directory to leave anything in
+                    run.log_file = await self._store_log(run.ws.log, f"{run.a.run_id}.log")
+                    await self._upload_results(run.a, run.ws.dir, run.ws.user)
                 return run.report.handle(Input.COLLECTED)
             case EndRun():
                 await self._end(run, request)
@@ -192,9 +198,9 @@ class RunExecutor:
         log_path.unlink(missing_ok=True)
         return file_id
 
-    async def _upload_results(self, a: Assignment, workdir: Path) -> None:
+    async def _upload_results(self, a: Assignment, workdir: Path, user: JobUser | None) -> None:
         files = [(rel, await self.api.upload_result(path))
-                 for rel, path in collect_uploads(workdir)]
+                 for rel, path in collect_uploads(workdir, user.uid if user else None)]
         if files:
             try:
                 await self.api.uploaded(a.job_id, a.run_id, files)
@@ -233,29 +239,39 @@ class RunExecutor:
     # -- the command -----------------------------------------------------------------
     async def _run_command(self, run: _Run, secrets: dict[str, str]) -> None:
         self.current = run.a
-        run.ws = ws = await self.workspaces.take()
         try:
-            await self._execute(run, ws, secrets)
+            await self._drive(run, await self._supervise(run, secrets))
         finally:
             self.current = None
             with anyio.CancelScope(shield=True):
-                await self.workspaces.give_back(ws)
+                if run.ws is not None:
+                    await self.workspaces.give_back(run.ws)
                 self.warm_up()
 
-    async def _execute(self, run: _Run, ws: Workspace, secrets: dict[str, str]) -> None:
-        a = run.a
-        for target, file_id in (a.params.get("mounted_files") or {}).items():
-            dest = (ws.dir / target).resolve()
-            if ws.dir.resolve() not in dest.parents:
-                raise OpenWeightsError(f"mount target {target!r} escapes the working directory")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            await self.api.download(file_id, dest)
-        env = self.shells.job_env(a.run_id, a.job_id, secrets)
-        shell = await self.shells.take(ws.dir, env)
-        await self._drive(run, await self._supervise(run, ws, env, shell))
+    async def _execute(self, run: _Run, secrets: dict[str, str],
+                       on_line: OnLine) -> ProcessOutcome:
+        """Make the run ready (its workspace, its files) and run its command; a run that
+        cannot start has a failed outcome saying why."""
+        a, control = run.a, run.control
+        assert control is not None
+        try:
+            run.ws = ws = await self.workspaces.take()
+        except OSError as exc:
+            return unstarted(f"no directory could be made for it: {exc}")
+        env = self.shells.job_env(a.run_id, a.job_id, secrets, ws.dir)
+        shell = await self.shells.take(ws, env)
+        why = await prepare_run(self.api, self.isolation, a, ws, env)
+        if why is not None:
+            if shell is not None:
+                await shell.discard()
+            await tell(ws.log, on_line, why)
+            return unstarted(why)
+        return await run_job_process(
+            a.script, cwd=ws.dir, env=env, on_line=on_line, log_path=ws.log,
+            cancel=control.cancel, grace_s=self.settings.cancel_grace_s, shell=shell,
+            prefix=self.isolation.prefix(ws.user), sweep=sweeper(self.isolation, ws, a.run_id))
 
-    async def _supervise(self, run: _Run, ws: Workspace, env: dict[str, str],
-                         shell: WarmShell | None) -> Request | None:
+    async def _supervise(self, run: _Run, secrets: dict[str, str]) -> Request | None:
         """Run the command to its end, confirming an optimistic start meanwhile; returns
         what to send once it ended."""
         a, report, control = run.a, run.report, run.control
@@ -276,9 +292,7 @@ class RunExecutor:
             timer = asyncio.get_running_loop().call_later(QUICK_JOB_S, self._linger_passed,
                                                           run)
         try:
-            run.outcome = outcome = await run_job_process(
-                a.script, cwd=ws.dir, env=env, on_line=on_line, log_path=ws.log,
-                cancel=control.cancel, grace_s=self.settings.cancel_grace_s, shell=shell)
+            run.outcome = outcome = await self._execute(run, secrets, on_line)
             # No await since the command ended: the timer cannot have fired meanwhile.
             request = report.handle(ending(outcome.status, control.why))
             if request is None and run.confirming is not None:

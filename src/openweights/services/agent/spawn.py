@@ -13,7 +13,7 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import anyio
@@ -159,12 +159,16 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def posix_spawn_shell(command: str, env: Mapping[str, str]) -> SpawnedChild:
-    """``/bin/sh -c command`` in its own session, stdin and stdout+stderr on pipes."""
+def posix_spawn_shell(command: str, env: Mapping[str, str],
+                      prefix: Sequence[str] = ()) -> SpawnedChild:
+    """``/bin/sh -c command`` in its own session, stdin and stdout+stderr on pipes; under
+    ``prefix`` (the run's identity: ``setpriv ... --``) if given. The environment goes
+    to exec as such, never on a command line."""
+    argv = [*prefix, "/bin/sh", "-c", command]
     in_r, in_w = os.pipe2(os.O_CLOEXEC)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     try:
-        pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", command], env, setsid=True,
+        pid = os.posix_spawn(argv[0], argv, env, setsid=True,
                              file_actions=[(os.POSIX_SPAWN_DUP2, in_r, 0),
                                            (os.POSIX_SPAWN_DUP2, out_w, 1),
                                            (os.POSIX_SPAWN_DUP2, out_w, 2)])
@@ -189,12 +193,13 @@ class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
             self.exit.set_result(None)
 
 
-async def spawn(command: str, cwd: Path, env: Mapping[str, str]) -> AsyncioChild:
-    """``/bin/sh -c command`` in ``cwd``, in its own session; stdin is /dev/null,
-    stdout and stderr one pipe."""
+async def spawn(command: str, cwd: Path, env: Mapping[str, str],
+                prefix: Sequence[str] = ()) -> AsyncioChild:
+    """``/bin/sh -c command`` in ``cwd``, in its own session, under ``prefix`` if given
+    (see :func:`posix_spawn_shell`); stdin is /dev/null, stdout and stderr one pipe."""
     loop = asyncio.get_running_loop()
     spawning = asyncio.ensure_future(loop.subprocess_exec(
-        lambda: _Protocol(loop), "/bin/sh", "-c", command, cwd=cwd, env=dict(env),
+        lambda: _Protocol(loop), *prefix, "/bin/sh", "-c", command, cwd=cwd, env=dict(env),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True))
     try:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import anyio
 
+from openweights.isolation import JobUser
 from openweights.services.agent.process_group import kill_group
 from openweights.services.agent.spawn import SpawnedChild, posix_spawn_shell
 
@@ -19,7 +20,7 @@ __all__ = ["WarmShell"]
 # long one through ``cat`` (a process, but large reads). It then gives the job /dev/null
 # as stdin and evaluates the script, its own variables unset first.
 _WARM = (
-    'cd -- "$__ow_dir" || exit 126; unset __ow_dir; '
+    'cd -- "$__ow_dir" || exit 126; unset __ow_dir OLDPWD; '
     'IFS= read -r __ow_how; if [ "$__ow_how" = lines ]; then '
     'while IFS= read -r __ow_line || [ -n "$__ow_line" ]; do '
     '__ow_script="$__ow_script$__ow_line\n"; done; else __ow_script=$(cat); fi; '
@@ -39,22 +40,26 @@ class WarmShell:
     in that the shell stays the parent of the last command instead of exec'ing it.
     """
 
-    def __init__(self, child: SpawnedChild, cwd: Path, env: Mapping[str, str]) -> None:
-        self._child, self.cwd, self.env = child, cwd, dict(env)
+    def __init__(self, child: SpawnedChild, cwd: Path, env: Mapping[str, str],
+                 user: JobUser | None = None) -> None:
+        self._child, self.cwd, self.env, self.user = child, cwd, dict(env), user
 
     @property
     def pid(self) -> int:
         return self._child.pid
 
     @classmethod
-    def start(cls, cwd: Path, env: Mapping[str, str]) -> WarmShell:
-        """Raises OSError where the kernel has no pidfds (Linux < 5.3)."""
-        return cls(posix_spawn_shell(_WARM, {**env, "__ow_dir": str(cwd)}), cwd, env)
+    def start(cls, cwd: Path, env: Mapping[str, str], user: JobUser | None = None,
+              prefix: Sequence[str] = ()) -> WarmShell:
+        """The shell, as ``user`` (started under ``prefix``, which makes it that user).
+        Raises OSError where the kernel has no pidfds (Linux < 5.3)."""
+        child = posix_spawn_shell(_WARM, {**env, "__ow_dir": str(cwd)}, prefix)
+        return cls(child, cwd, env, user)
 
-    def fits(self, cwd: Path, env: Mapping[str, str]) -> bool:
-        """Whether the job can run here: same directory, every variable it needs (or
-        must not see) nameable in the shell, and the shell still waiting."""
-        return (self.cwd == cwd and self._child.returncode is None
+    def fits(self, cwd: Path, env: Mapping[str, str], user: JobUser | None = None) -> bool:
+        """Whether the job can run here: same directory and user, every variable it
+        needs (or must not see) nameable in the shell, and the shell still waiting."""
+        return (self.cwd == cwd and self.user == user and self._child.returncode is None
                 and all(_NAME.match(k) for k in (env.keys() ^ self.env.keys()) | {
                     k for k, v in env.items() if self.env.get(k) != v}))
 

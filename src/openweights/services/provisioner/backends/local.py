@@ -56,11 +56,16 @@ class LocalBackend:
         # a worker thread of anyio's pool is retired when idle.
         try:
             self.logs.mkdir(parents=True, exist_ok=True)
-            with open(log_path, "ab") as out:
+            self.logs.chmod(0o700)  # the agents' logs are the operator's, not a job's
+            out = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                          0o600)
+            try:
                 proc = subprocess.Popen(  # noqa: ASYNC220 - on purpose, see above
                     [sys.executable, "-m", "openweights.services.agent"], env=env,
                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     start_new_session=True, preexec_fn=die_with_parent)
+            finally:
+                os.close(out)
         except OSError as exc:
             raise MachineStartFailed(f"cannot start a local agent: {exc}") from exc
         self.procs[proc.pid] = proc
@@ -110,9 +115,11 @@ class LocalBackend:
 
 
 # What a machine must never hold: the services' credentials, the secrets key, the
-# database. An agent gets the client URL and (with auth) its own worker token.
+# database, the file store's keys. An agent gets the client URL and (with auth) its own
+# worker token; its jobs get less still (services/agent/job_io.py: job_base_env).
 _SERVICE_ONLY = ("OW_NATS_URL", "OW_DATABASE_URL", "OW_SECRET_KEY", "OW_NATS_AUTH_FILE",
-                 "OW_AUTH", "OW_CLIENT_NATS_URL", "OPENWEIGHTS_API_KEY")
+                 "OW_AUTH", "OW_CLIENT_NATS_URL", "OPENWEIGHTS_API_KEY", "OW_S3_ACCESS_KEY",
+                 "OW_S3_SECRET_KEY")
 
 
 def agent_env(settings: Settings) -> dict[str, str]:
