@@ -11,12 +11,14 @@ finding 1). Every wait reads `ow up`'s output or asks the stack, with a deadline
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import queue
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -180,8 +182,19 @@ def test_a_killed_postgres_is_restarted_and_the_services_ride_through(
         assert up.stack() == before
         run_job(ow, 2)
         assert up.services() == services, "the services rode through, none restarted"
+        _assert_home_closed(home)  # pgserver opened it again at the restart: closed again
     finally:
         ow.close()
+
+
+def _assert_home_closed(home: Path) -> None:
+    """Only its owner may list OW_HOME; as root, Postgres's own user may pass it."""
+    st = home.stat()
+    if os.geteuid() == 0:
+        assert (stat.S_IMODE(st.st_mode), grp.getgrgid(st.st_gid).gr_name) == (0o710,
+                                                                             "pgserver")
+    else:
+        assert stat.S_IMODE(st.st_mode) == 0o700
 
 
 def test_a_crashing_service_is_restarted_with_backoff(up: Up) -> None:

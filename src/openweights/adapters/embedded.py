@@ -169,6 +169,10 @@ class EmbeddedPostgres:
     """A ``pgserver`` cluster in ``data_dir``; ``url`` points at its Unix socket."""
 
     data_dir: Path
+    # A directory above the data (OW_HOME) that only its owner and Postgres may pass:
+    # pgserver opens every directory above the data to everyone (g+rx,o+rx) at each
+    # start, so it is closed again after each (mode 0710, its group Postgres's user's).
+    private: Path | None = None
     server: object | None = field(default=None, repr=False)
 
     def start(self) -> EmbeddedPostgres:
@@ -180,7 +184,18 @@ class EmbeddedPostgres:
         import pgserver  # heavy import, only when a local Postgres is wanted
 
         self.server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
+        self._close_private()
         return self
+
+    def _close_private(self) -> None:
+        if self.private is None:
+            return
+        user = getattr(self.server, "system_user", None)  # set when we run as root
+        if user is not None:
+            import pwd
+
+            os.chown(self.private, -1, pwd.getpwnam(user).pw_gid)
+        self.private.chmod(0o710 if user is not None else 0o700)
 
     @property
     def url(self) -> str:
@@ -227,10 +242,11 @@ class EmbeddedPostgres:
                                    "exiting; it is retried shortly")
         try:
             with type(server)._lock, _quiet("pgserver"):
-                # As at the first start: as root this lets pgserver's user reach the data
-                # again (a chmod of OW_HOME since then would keep it out); no initdb.
+                # As at the first start (no initdb): as root, pgserver's user may pass
+                # the directories above the data again.
                 server.ensure_pgdata_inited()
                 server.ensure_postgres_running()
+            self._close_private()
         except (subprocess.SubprocessError, OSError, AssertionError) as exc:
             tail = _tail(self.data_dir / "log")
             raise StackUnavailable(

@@ -127,7 +127,7 @@ class Stack:
             nats_url = self.nats.service_url
             update.update(auth=True, nats_auth_file=auth_file, client_nats_url=self.nats.url)
         if database_url is None:
-            self.pg = EmbeddedPostgres(home / "postgres").start()
+            self.pg = EmbeddedPostgres(home / "postgres", private=home).start()
             anyio.run(ensure_database, self.pg.url, DATABASE)
             database_url = self.pg.database_url(DATABASE)
         if self.settings.secret_key is None:
@@ -244,12 +244,14 @@ def run_up(settings: Settings, console: Console) -> None:
     stack = Stack(settings, console)
     stack.lock()  # a refused `ow up` ends here, before the `finally` that stops a stack
     harden_home(settings.home)  # keys, tokens, the servers' data: the operator's alone
-    console.print(describe(choose(settings)), markup=False)  # what its agents' jobs may do
     (settings.home / "logs").mkdir(parents=True, exist_ok=True)
     up_log = open(settings.home / "logs" / "up.log", "a", buffering=1)  # noqa: SIM115
     configure_logging(json=True, file=up_log)
     try:
         full = stack.start_servers()
+        # After Postgres's start: as root, pgserver opens the directories above its data
+        # to everyone, which decides whether a job's user can run the agent's Python.
+        console.print(describe(choose(full)), markup=False)  # what its agents' jobs may do
         applied = anyio.run(prepare, full)
         if applied:
             console.print(f"migrated: {', '.join(applied)}")

@@ -71,7 +71,10 @@ def describe(isolation: JobIsolation) -> str:
 
 
 def harden_home(home: Path) -> None:
-    """``OW_HOME`` readable by its owner only (keys, tokens, the servers' data, logs)."""
+    """``OW_HOME`` readable by its owner only (keys, tokens, the servers' data, logs).
+    A group given to it may pass it, not list it: as root, the embedded Postgres runs as
+    its own user, whose group it is given (EmbeddedPostgres.private)."""
     home.mkdir(parents=True, exist_ok=True)
-    if home.stat().st_uid == os.geteuid():
-        home.chmod(0o700)
+    st = home.stat()
+    if st.st_uid == os.geteuid():
+        home.chmod(st.st_mode & (0o700 if st.st_gid == os.getegid() else 0o710))
