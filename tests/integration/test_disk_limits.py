@@ -55,9 +55,10 @@ async def _kept(nc: Client, settings: Settings, org: str = "") -> list[StoredMes
     return out
 
 
-async def _line(nc: Client, s: Subjects, org: str, run: str, data: bytes) -> dict[str, Any]:
+async def _line(nc: Client, s: Subjects, org: str, run: str, data: bytes,
+                worker: str = "w1") -> dict[str, Any]:
     """Publish a line as an agent does, asking for the acknowledgement."""
-    reply = await nc.request(s.log(org, run, "w1"), data, timeout=10)
+    reply = await nc.request(s.log(org, run, worker), data, timeout=10)
     ack: dict[str, Any] = json.loads(reply.data)
     return ack
 
@@ -124,6 +125,21 @@ async def test_a_run_over_its_rate_is_cut_with_a_note_and_others_keep_printing(
             assert loud.count(line) == len(kept)
             notes = [d for d in loud if d.startswith(b"[openweights: output dropped:")]
             assert 1 <= len(notes) <= 2  # one a second, not one a line
+
+
+@pytest.mark.anyio
+async def test_a_worker_sending_under_another_workers_run_spends_its_own_budget(
+        settings: Settings) -> None:
+    settings = settings.model_copy(update={"log_run_bytes_per_s": 100,
+                                           "log_run_burst_bytes": 10_000})
+    with services_thread(settings):
+        async with _connect(settings) as nc:
+            s, line = Subjects(settings.namespace), b"z" * 999 + b"\n"
+            for _ in range(12):  # the forger's budget for "victim" runs out
+                forged = await _line(nc, s, "orgA", "victim", line, worker="mallory")
+            assert "error" in forged
+            # The run's own worker still prints: its budget is not the forger's.
+            assert "seq" in await _line(nc, s, "orgA", "victim", line, worker="w1")
 
 
 @pytest.mark.anyio

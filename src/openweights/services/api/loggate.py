@@ -66,7 +66,10 @@ class LogGate:
 
     async def on_line(self, msg: Msg) -> None:
         tail = msg.subject[self.intake:]  # ".<org>.<worker>.<run>"
-        _, org, _, run = tail.split(".", 3)
+        # A run's budget is keyed by "<worker>.<run>": a worker that sends under another's
+        # run id spends its own budget (and those lines are never read: logs.read takes a
+        # run's lines from the worker that holds it).
+        _, org, run = tail.split(".", 2)
         data = msg.data
         if len(data) > self.max_line:
             data = data[:self.max_line - len(CUT)] + CUT
