@@ -20,10 +20,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+import nats
 import pytest
 
 from openweights.adapters.embedded import EmbeddedNats, EmbeddedPostgres
 from openweights.config import Settings
+from openweights.subjects import Subjects
+
+# Streams with a total reserve it from the server's store: at the defaults (1 GiB of logs
+# a namespace) a test session's few hundred namespaces on one nats-server run out of it
+# ("insufficient storage resources"). Tests bound them smaller, services included.
+os.environ.setdefault("OW_LOG_MAX_BYTES", str(32 << 20))
+os.environ.setdefault("OW_HEARTBEAT_MAX_BYTES", str(4 << 20))
 
 # How long threads still running after the session get to end before the run exits anyway.
 THREADS_END_WITHIN_S = 10.0
@@ -105,10 +113,25 @@ def database_url(postgres_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(nats_server: EmbeddedNats, database_url: str, tmp_path: Path) -> Settings:
-    return Settings(
+def settings(nats_server: EmbeddedNats, database_url: str, tmp_path: Path) -> Iterator[Settings]:
+    made = Settings(
         home=tmp_path / "home",
         nats_url=nats_server.url,
         database_url=database_url,
         namespace=f"t{uuid.uuid4().hex[:10]}",
     )
+    yield made
+    asyncio.run(_drop_streams(made))
+
+
+async def _drop_streams(settings: Settings) -> None:
+    """The test's namespace's streams go with it: their reserved store is given back."""
+    prefix = Subjects(settings.namespace).stream_prefix
+    nc = await nats.connect(str(settings.nats_url), allow_reconnect=False)
+    try:
+        js = nc.jetstream()
+        for info in await js.streams_info():
+            if info.config.name and info.config.name.startswith(prefix):
+                await js.delete_stream(info.config.name)
+    finally:
+        await nc.close()

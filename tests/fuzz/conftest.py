@@ -369,7 +369,10 @@ class Strategies:
         token = st.builds(lambda name: {"name": name}, GOOD_TEXT)
         secrets = st.builds(lambda name, value: {"values": {f"S_{name}": value}},
                             st.from_regex(r"[A-Z0-9_]{1,8}", fullmatch=True), GOOD_TEXT)
-        script = st.builds(lambda s, host: {"script": s, "host": host}, GOOD_TEXT, GOOD_TEXT)
+        # A valid host is a host name (its dots and spaces become dashes); any other
+        # character that cannot be in a subject is refused, and is fuzzed as invalid.
+        host = st.one_of(SUBJECT_TOKEN, st.sampled_from(["box.lab.example", "my laptop"]))
+        script = st.builds(lambda s, host: {"script": s, "host": host}, GOOD_TEXT, host)
         bodies = st.one_of(*(b.map(lambda body, e=e: (e, body)) for e, b in (
             ("jobs.submit", submit), ("agent.register", register), ("tokens.create", token),
             ("secrets.set", secrets), ("run.script.start", script))))

@@ -55,17 +55,22 @@ def test_a_refused_start_stops_the_command_and_reports_nothing(lab, tmp_path: Pa
                        worker_id=worker_id, script=f"echo $$ > {pidfile}; echo started; "
                        "sleep 60", docker_image="dev", model=None, params={}, secrets_seq=0)
 
-    async def send() -> None:
+    async def send_and_see_it_start() -> None:
+        subjects = Subjects(lab.settings.namespace)
         nc = await nats.connect(str(lab.settings.nats_url))
         try:
-            subject = Subjects(lab.settings.namespace).agent("default", worker_id)
-            await nc.publish(subject, msgspec.json.encode(bogus))
+            # The agent's own output subject: with the api away, no log gate stores or
+            # republishes its lines, but the agent still sends them.
+            lines = await nc.subscribe(subjects.log("default", bogus.run_id, worker_id))
+            await nc.publish(subjects.agent("default", worker_id), msgspec.json.encode(bogus))
             await nc.flush()
+            with anyio.fail_after(15):  # it started without waiting for the api
+                while (await lines.next_msg(timeout=15)).data != b"started\n":
+                    pass
         finally:
             await nc.close()
 
-    anyio.run(send)
-    lab.live.wait_line("started", timeout=15)  # it started without waiting for the api
+    anyio.run(send_and_see_it_start)
     pid = int(pidfile.read_text())
 
     # The api is back and refuses. The agent runs one job at a time: the next job
