@@ -5,6 +5,8 @@ Idempotent: run at every `ow up` (and by tests), it changes only what is missing
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import nats
 
@@ -15,7 +17,7 @@ from openweights.adapters.postgres.db import connect, migrate
 from openweights.config import Settings
 from openweights.domain.aggregates import ORG, TOKEN
 from openweights.domain.commands import CreateOrganization, CreateToken
-from openweights.errors import AuthenticationError, StackUnavailable
+from openweights.errors import AuthenticationError, Conflict, StackUnavailable
 from openweights.eventlog import EventLog
 from openweights.events import Actor
 from openweights.execute import Executor
@@ -68,10 +70,21 @@ async def ensure_organization(log: EventLog, subjects: Subjects, org_id: str, na
     return bool((await Executor(log, fold, subjects).execute(org_id, ORG, org_id, cmd, by)).events)
 
 
+class OrganizationExists(Conflict):
+    """`ow org create` of an organization that exists: nothing was created."""
+
+    hint = ("pick another name, or add `--new-admin-token` to give it another admin "
+            "token")
+
+
 async def create_organization(settings: Settings, org_id: str, name: str,
-                              token_name: str = "first admin token") -> dict[str, str]:
+                              token_name: str = "first admin token",
+                              exist_ok: bool = True) -> dict[str, Any]:
     """An organization (if new) and a fresh admin token for it; the token is returned
-    in plain text this once. Runs with service credentials (operators only)."""
+    in plain text this once. Runs with service credentials (operators only).
+
+    Raises :class:`OrganizationExists` (and creates nothing) when the organization
+    exists and not ``exist_ok``."""
     subjects = Subjects(settings.namespace)
     check_token(org_id, "organization id")
     assert settings.nats_url is not None
@@ -86,14 +99,18 @@ async def create_organization(settings: Settings, org_id: str, name: str,
     try:
         log = JetStreamEventLog(nc, nc.jetstream(), subjects)
         by = Actor("operator", "ow org create")
-        await ensure_organization(log, subjects, org_id, name, by)
+        created = await ensure_organization(log, subjects, org_id, name, by)
+        if not created and not exist_ok:
+            raise OrganizationExists(f"organization {org_id!r} already exists; "
+                                     "nothing was created")
         plain = tokens.new_token()
         cmd = CreateToken(org=org_id, token_id=tokens.token_id(plain), name=token_name,
                           role="admin", token_hash=tokens.token_hash(plain),
                           token_prefix=tokens.token_prefix(plain))
         fold = LogFold(log, [subjects.aggregate(org_id, TOKEN.kind, cmd.token_id)])
         await Executor(log, fold, subjects).execute(org_id, TOKEN, cmd.token_id, cmd, by)
-        return {"org": org_id, "token": plain, "token_id": cmd.token_id}
+        return {"org": org_id, "token": plain, "token_id": cmd.token_id,
+                "created": created}
     finally:
         await nc.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -13,7 +14,8 @@ import typer
 from rich.table import Table
 
 from openweights.cli.common import client, console, friendly, settings
-from openweights.errors import InvalidRequest
+from openweights.config import Settings
+from openweights.errors import Forbidden, InvalidRequest
 
 DURATION = re.compile(r"^(\d+)([smhdw])$")
 UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -45,19 +47,42 @@ def parse_env_lines(lines: list[str]) -> dict[str, str]:
 
 @friendly
 def org_create(name: str, org_id: str = typer.Option(None, "--id", help="default: name"),
+               new_admin_token: bool = typer.Option(
+                   False, "--new-admin-token",
+                   help="if it exists: give it another admin token instead of failing"),
                as_json: bool = typer.Option(False, "--json")) -> None:
-    """Create an organization and print its first admin token (shown once)."""
+    """Create an organization and print its first admin token (shown once). Operators
+    only: it needs the services' credentials, not a token."""
     from openweights.bootstrap import create_organization
-    from openweights.stack import operator_settings
 
-    result = anyio.run(create_organization, operator_settings(settings()), org_id or name,
-                       name)
+    result = anyio.run(lambda: create_organization(
+        _operator(), org_id or name, name, exist_ok=new_admin_token))
     if as_json:
         console.print_json(json.dumps(result))
-    else:
-        console.print(f"organization {result['org']} created; admin token "
-                      "(shown once, keep it safe):")
-        console.print(result["token"], soft_wrap=True)
+        return
+    done = "created" if result["created"] else "exists; new admin token"
+    console.print(f"organization {result['org']} {done} ({result['token_id']}), "
+                  "shown once, keep it safe:", highlight=False)
+    console.print(result["token"], soft_wrap=True)
+
+
+class OperatorOnly(Forbidden):
+    hint = "operators create organizations; tenants' admins create tokens (`ow token create`)"
+
+
+def _operator() -> Settings:
+    """The services' credentials: given in OW_NATS_URL, or the local stack's, which
+    this CLI reads from OW_HOME only when no token says whose it is acting for (a
+    tenant's admin token must not become an operator's by running on that machine)."""
+    from openweights.stack import operator_settings
+
+    s = settings()
+    if s.nats_url is None and os.environ.get("OPENWEIGHTS_API_KEY"):
+        raise OperatorOnly("creating an organization needs the operator's credential, and "
+                        "OPENWEIGHTS_API_KEY holds a token: unset it to act as the operator "
+                        "of this machine's `ow up`, or set OW_NATS_URL to the services' "
+                        "(nats://svc:<password>@host:port)")
+    return operator_settings(s)
 
 
 @friendly
