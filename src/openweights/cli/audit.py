@@ -9,11 +9,11 @@ from typing import Any
 import anyio
 import msgspec
 import nats
-import typer
 from rich.table import Table
 
 from openweights.adapters.nats.reader import StoredMessage, read_stream
-from openweights.cli.common import console, friendly, settings
+from openweights.cli.common import JSON_OPT, console, friendly, settings, when
+from openweights.cli.tables import fit_table
 from openweights.config import Settings
 from openweights.errors import NotFound
 from openweights.events import decode
@@ -49,16 +49,35 @@ async def history(settings: Settings, org: str, kind: str, agg_id: str) -> list[
     return out
 
 
+VALUE_MAX = 400  # longer values are cut with a note saying so; --json has them whole
+
+
 def _render(rows: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title)
-    for col in ("seq", "time", "event", "by", "changed"):
-        table.add_column(col)
+    per_seq: dict[int, int] = {}
     for r in rows:
-        changes = ", ".join(f"{k}={json.dumps(v)[:60]}" for k, v in r["changes"].items()
-                            if v not in (None, [], {}))
-        table.add_row(f"{r['seq']}.{r['index']}", r["at"], r["event"],
-                      f"{r['by']['kind']}:{r['by']['id']}".rstrip(":"), changes)
-    return table
+        per_seq[r["seq"]] = per_seq.get(r["seq"], 0) + 1
+    cells = [[_seq(r, per_seq[r["seq"]]), when(r["at"]), r["event"],
+              f"{r['by']['kind']}:{r['by']['id']}".rstrip(":"), _changes(r["changes"])]
+             for r in rows]
+    return fit_table(console, ["seq", "time", "event", "by", "changed"], cells,
+                     ids=["seq"], title=title)
+
+
+def _seq(row: dict[str, Any], events_in_message: int) -> str:
+    """The stream sequence; ``61/2`` for the second of several events appended at once."""
+    return str(row["seq"]) if events_in_message == 1 else f"{row['seq']}/{row['index'] + 1}"
+
+
+def _changes(changes: dict[str, Any]) -> str:
+    parts = []
+    for k, v in changes.items():
+        if v in (None, [], {}):
+            continue
+        text = json.dumps(v)
+        if len(text) > VALUE_MAX:
+            text = f"{text[:VALUE_MAX]}… ({len(text)} chars, --json shows all)"
+        parts.append(f"{k}={text}")
+    return ", ".join(parts)
 
 
 def _show(kind: str, agg_id: str, as_json: bool) -> None:
@@ -71,12 +90,12 @@ def _show(kind: str, agg_id: str, as_json: bool) -> None:
 
 
 @friendly
-def audit_job(job_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+def audit_job(job_id: str, as_json: bool = JSON_OPT) -> None:
     """Every event of a job and its runs: sequence, time, type, who, what changed."""
     _show("job", job_id, as_json)
 
 
 @friendly
-def audit_worker(worker_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+def audit_worker(worker_id: str, as_json: bool = JSON_OPT) -> None:
     """Every event of a worker: why it exists, what it did, why it stopped."""
     _show("worker", worker_id, as_json)

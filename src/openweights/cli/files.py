@@ -9,7 +9,7 @@ from typing import IO, cast
 
 import typer
 
-from openweights.cli.common import JSON_OPT, client, friendly, out, progress, to_json
+from openweights.cli.common import JSON_OPT, client, console, friendly, out, progress, to_json
 from openweights.sdk.blocking import OpenWeights
 from openweights.sdk.types import FileInfo
 
@@ -30,6 +30,8 @@ def fetch(file_id: str, output: Path | None = typer.Option(
             part.replace(output)
         finally:
             part.unlink(missing_ok=True)
+    console.print(f"wrote {meta['filename']} ({file_id}, {meta['bytes']} bytes) to "
+                  f"{output.resolve()}", soft_wrap=True, highlight=False, markup=False)
 
 
 @friendly

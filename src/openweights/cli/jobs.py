@@ -25,6 +25,7 @@ from openweights.cli.common import (
     to_json,
     when,
 )
+from openweights.cli.tables import fit_table
 from openweights.errors import (
     IllegalTransition,
     InvalidRequest,
@@ -158,14 +159,12 @@ def restart(job_id: str, as_json: bool = JSON_OPT) -> None:
 
 
 def _jobs_table(jobs: list[Job]) -> Table:
-    table = Table()
-    table.add_column("id", no_wrap=True)
-    for col in ("type", "status", "model", "worker", "updated"):
-        table.add_column(col)
-    for j in jobs:
-        table.add_row(j.id, j.type, j.status, j.model or "", j.worker_id or "",
-                      when(j.updated_at))
-    return table
+    # Ids are never cut (they go into the next command): at 80 columns the model, then
+    # the type, then the time are left out first.
+    rows = [[j.id, j.type, j.status, j.model or "", j.worker_id or "", when(j.updated_at)]
+            for j in jobs]
+    return fit_table(console, ["id", "type", "status", "model", "worker", "updated"], rows,
+                     ids=["id", "worker"], droppable=["model", "type", "updated"])
 
 
 def _job_details(job: Job, runs: list[Run]) -> list[Any]:

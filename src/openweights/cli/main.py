@@ -12,11 +12,31 @@ from collections.abc import Callable
 from typing import Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from openweights.cli import audit, demo, files, jobs, replay, tenancy
 from openweights.cli.common import console, friendly, settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
+
+def _untyped_flags(params: list[Any]) -> list[Any]:
+    """Flags take no value, so help shows no type for them (typer's shows `<bool>`)."""
+    for p in params:
+        if getattr(p, "is_flag", False) and p.metavar is None:
+            p.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _untyped_flags(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _untyped_flags(super().get_params(ctx))
+
+
+app = typer.Typer(cls=Group, no_args_is_help=True, add_completion=False,
                   help="openweights: run GPU jobs on machines it manages.")
 
 
@@ -30,13 +50,13 @@ def up() -> None:
 
 def _commands(target: typer.Typer, *commands: Callable[..., Any]) -> None:
     for command in commands:
-        target.command()(command)
+        target.command(cls=Command)(command)
 
 
 def _group(help: str, commands: dict[str, Callable[..., Any]]) -> typer.Typer:
-    group = typer.Typer(help=help, no_args_is_help=True)
+    group = typer.Typer(cls=Group, help=help, no_args_is_help=True)
     for name, command in commands.items():
-        group.command(name)(command)
+        group.command(name, cls=Command)(command)
     return group
 
 
@@ -44,7 +64,7 @@ def _group(help: str, commands: dict[str, Callable[..., Any]]) -> typer.Typer:
 _commands(app, up, demo.demo, replay.replay)
 app.add_typer(_group("Complete histories from the event log.", {
     "job": audit.audit_job, "worker": audit.audit_worker}), name="audit")
-app.command("ls")(jobs.ls)
+app.command("ls", cls=Command)(jobs.ls)
 _commands(app, jobs.show, jobs.logs, jobs.events, jobs.cancel, jobs.restart, files.fetch)
 app.add_typer(_group("Upload and inspect files.", {"upload": files.upload}), name="files")
 app.add_typer(_group("Organizations (operators).", {"create": tenancy.org_create}), name="org")

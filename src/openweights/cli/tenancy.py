@@ -11,9 +11,9 @@ from pathlib import Path
 
 import anyio
 import typer
-from rich.table import Table
 
-from openweights.cli.common import client, console, friendly, settings
+from openweights.cli.common import JSON_OPT, client, console, friendly, settings, when
+from openweights.cli.tables import fit_table
 from openweights.config import Settings
 from openweights.errors import Forbidden, InvalidRequest
 
@@ -50,7 +50,7 @@ def org_create(name: str, org_id: str = typer.Option(None, "--id", help="default
                new_admin_token: bool = typer.Option(
                    False, "--new-admin-token",
                    help="if it exists: give it another admin token instead of failing"),
-               as_json: bool = typer.Option(False, "--json")) -> None:
+               as_json: bool = JSON_OPT) -> None:
     """Create an organization and print its first admin token (shown once). Operators
     only: it needs the services' credentials, not a token."""
     from openweights.bootstrap import create_organization
@@ -89,7 +89,7 @@ def _operator() -> Settings:
 def token_create(name: str = typer.Option(..., "--name"),
                  expires: str = typer.Option(None, "--expires", help="e.g. 30d, 12h"),
                  role: str = typer.Option("user", "--role", help="user or admin"),
-                 as_json: bool = typer.Option(False, "--json")) -> None:
+                 as_json: bool = JSON_OPT) -> None:
     """Create a token; it is printed once and stored only as a hash."""
     with client() as ow:
         t = ow.tokens.create(name, role=role,
@@ -102,21 +102,19 @@ def token_create(name: str = typer.Option(..., "--name"),
 
 
 @friendly
-def token_ls(as_json: bool = typer.Option(False, "--json")) -> None:
+def token_ls(as_json: bool = JSON_OPT) -> None:
     """Tokens: id, name, role, prefix, created, expires, last used, status."""
     with client() as ow:
         rows = ow.tokens.list()
     if as_json:
         console.print_json(json.dumps(rows, default=str))
         return
-    table = Table()
-    for col in ("id", "name", "role", "prefix", "created", "expires", "last used", "status"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["id"], r["name"], r["role"], r["token_prefix"] + "…",
-                      str(r["created_at"])[:19], str(r["expires_at"] or "-")[:19],
-                      str(r["last_used_at"] or "-")[:19], r["status"])
-    console.print(table)
+    cells = [[r["id"], r["name"], r["role"], r["token_prefix"] + "…", when(r["created_at"]),
+              when(r["expires_at"]) or "-", when(r["last_used_at"]) or "-", r["status"]]
+             for r in rows]
+    console.print(fit_table(
+        console, ["id", "name", "role", "prefix", "created", "expires", "last used", "status"],
+        cells, ids=["id"], droppable=["prefix", "last used", "created", "expires"]))
 
 
 @friendly
@@ -185,6 +183,7 @@ def env_show() -> None:
 
 @friendly
 def env_rm(name: str) -> None:
+    """Remove a secret of your organization (admin tokens only)."""
     with client() as ow:
         ow.secrets.remove(name)
     console.print(f"removed {name}")

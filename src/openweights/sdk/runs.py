@@ -49,11 +49,12 @@ class AsyncRun(RunFields):
             file_id = event["data"].get("file") if isinstance(event["data"], dict) else None
             if not isinstance(file_id, str):
                 continue
-            dest = (target / (event["data"].get("path") or file_id)).resolve()
-            if target.resolve() not in dest.parents:
+            dest = target / (event["data"].get("path") or file_id)
+            if target.resolve() not in dest.resolve().parents:
                 continue  # a path escaping the target directory is never written
             dest.parent.mkdir(parents=True, exist_ok=True)
-            written.append(await self._runs._files.download(file_id, dest))
+            await self._runs._files.download(file_id, dest)
+            written.append(dest)  # under target_dir as given, like the log's path
         return written
 
 
