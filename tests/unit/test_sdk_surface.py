@@ -46,7 +46,7 @@ def clients(tmp_path: Path) -> Iterator[tuple[AsyncOpenWeights, OpenWeights]]:
 
 
 def pairs(aow: AsyncOpenWeights, ow: OpenWeights) -> list[tuple[object, object]]:
-    names = ("files", "jobs", "runs", "events", "tokens", "secrets", "run")
+    names = ("files", "jobs", "runs", "events", "tokens", "secrets", "workers", "run")
     return [(aow, ow), *((getattr(aow, n), getattr(ow, n)) for n in names),
             (AsyncJob, Job), (AsyncRun, Run)]
 

@@ -320,6 +320,14 @@ class AgentSecrets(Request, kw_only=True):
 ENDPOINTS: dict[str, type[Request]] = {
     "files.upload.begin": UploadBegin,
     "files.upload.end": UploadEnd,
+class WorkerList(Request, kw_only=True):
+    """An organization's machines, newest first; ended ones (shut down, terminated)
+    only with ``ended``."""
+
+    limit: int = 100
+    ended: bool = False
+
+
     "files.upload.abort": UploadAbort,
     "files.get": FileGet,
     "files.read": FileRead,
@@ -348,6 +356,7 @@ ENDPOINTS: dict[str, type[Request]] = {
     "tokens.create": TokenCreateReq,
     "tokens.list": TokenListReq,
     "tokens.revoke": TokenRevokeReq,
+    "workers.list": WorkerList,
     "secrets.set": SecretSetReq,
     "secrets.list": SecretNamesReq,
     "secrets.show": SecretNamesReq,

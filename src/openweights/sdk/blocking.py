@@ -18,7 +18,15 @@ from openweights.sdk.current_run import CurrentRun
 from openweights.sdk.custom import REGISTERED, Jobs
 from openweights.sdk.loop import LoopThread, twin
 from openweights.sdk.sync_models import Job
-from openweights.sdk.sync_resources import Events, Files, JobsResource, Runs, Secrets, Tokens
+from openweights.sdk.sync_resources import (
+    Events,
+    Files,
+    JobsResource,
+    Runs,
+    Secrets,
+    Tokens,
+    Workers,
+)
 
 T = TypeVar("T")
 
@@ -57,6 +65,7 @@ class OpenWeights:
         self.events = Events(a.events, self._loop)
         self.tokens = Tokens(a.tokens, self._loop)
         self.secrets = Secrets(a.secrets, self._loop)
+        self.workers = Workers(a.workers, self._loop)
         self._run: CurrentRun | None = None
         self._bound: dict[str, BoundJobs] = {}
 

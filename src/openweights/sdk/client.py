@@ -22,6 +22,7 @@ from openweights.sdk.jobs import AsyncJobsResource
 from openweights.sdk.runs import AsyncRuns
 from openweights.sdk.tenancy import AsyncSecrets, AsyncTokens
 from openweights.sdk.transport import Transport
+from openweights.sdk.workers import AsyncWorkers
 
 DEFAULT_DEPLOY_KWARGS = {"max_model_len": 2048}
 _warned_supabase = False
@@ -29,7 +30,8 @@ _warned_supabase = False
 
 class AsyncOpenWeights:
     """The openweights client: ``files``, ``jobs``, ``runs``, ``events``, ``tokens``,
-    ``secrets``, the current run ``run``, and one attribute per registered job type.
+    ``secrets``, ``workers``, the current run ``run``, and one attribute per registered
+    job type.
 
     ``api_key`` (or the original's ``auth_token``; default ``$OPENWEIGHTS_API_KEY``, else
     the local `ow up` stack's admin token). ``organization_id``: without a token, the
@@ -46,6 +48,7 @@ class AsyncOpenWeights:
     events: AsyncEvents
     tokens: AsyncTokens
     secrets: AsyncSecrets
+    workers: AsyncWorkers
 
     def __init__(self, api_key: str | None = None, nats_url: str | None = None, *,
                  auth_token: str | None = None, organization_id: str | None = None,
@@ -65,6 +68,7 @@ class AsyncOpenWeights:
         self.events = AsyncEvents(t)
         self.tokens = AsyncTokens(t)
         self.secrets = AsyncSecrets(t)
+        self.workers = AsyncWorkers(t)
         self._run: AsyncCurrentRun | None = None
         track(self)
 

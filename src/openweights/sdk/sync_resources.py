@@ -26,6 +26,7 @@ from openweights.sdk.types import (
     SecretsSet,
     TokenInfo,
 )
+from openweights.sdk.workers import AsyncWorkers, WorkerInfo
 
 
 class Files:
@@ -184,3 +185,12 @@ class Secrets:
     @twin(AsyncSecrets.remove)
     def remove(self, name: str) -> SecretRemoved:
         return self._loop.run(self._a.remove(name))
+
+
+class Workers:
+    def __init__(self, workers: AsyncWorkers, loop: LoopThread) -> None:
+        self._a, self._loop = workers, loop
+
+    @twin(AsyncWorkers.list)
+    def list(self, limit: int = 100, ended: bool = False) -> list[WorkerInfo]:
+        return self._loop.run(self._a.list(limit, ended))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from openweights.api import protocol
-from openweights.services.api import agents, files, jobs, runs, tenancy
+from openweights.services.api import agents, files, jobs, runs, tenancy, workers
 from openweights.services.api.context import Handler
 
 ROUTES: dict[str, Handler] = {
@@ -35,6 +35,7 @@ ROUTES: dict[str, Handler] = {
     "agent.stopped": agents.report_stopped,
     "agent.ttl": agents.extend_worker_ttl,
     "agent.secrets": agents.give_worker_secrets,
+    "workers.list": workers.list_workers,
     "tokens.create": tenancy.create_token,
     "tokens.list": tenancy.list_tokens,
     "tokens.revoke": tenancy.revoke_token,
