@@ -33,6 +33,12 @@ from openweights.subjects import Subjects
 os.environ.setdefault("OW_LOG_MAX_BYTES", str(32 << 20))
 os.environ.setdefault("OW_HEARTBEAT_MAX_BYTES", str(4 << 20))
 
+# Jobs in tests write where their tests look (pytest's tmp dirs, root's 0700): they run
+# as the agent's user unless a test asks for isolation (tests/tenancy/test_job_isolation).
+# Left to "auto", a root agent isolates jobs wherever its Python is reachable by others,
+# which depends on this machine's directory modes, not on the test.
+os.environ.setdefault("OW_JOB_ISOLATION", "none")
+
 # How long threads still running after the session get to end before the run exits anyway.
 THREADS_END_WITHIN_S = 10.0
 _EXIT_STATUS = pytest.StashKey[int]()

@@ -118,7 +118,7 @@ def test_uploads_of_a_run_user_are_its_own_files_only(tmp_path: Path) -> None:
 def test_the_strategy_follows_the_setting_and_says_why_jobs_are_not_isolated(
         tmp_path: Path) -> None:
     assert not choose(Settings(home=tmp_path, job_isolation="none")).isolated
-    shared = choose(Settings(home=tmp_path), euid=1000)
+    shared = choose(Settings(home=tmp_path, job_isolation="auto"), euid=1000)
     assert not shared.isolated and "runs as uid 1000, not as root" in shared.why_not
     assert "jobs are NOT isolated" in describe(shared) and shared.why_not in describe(shared)
     with pytest.raises(IsolationUnavailable, match="OW_JOB_ISOLATION=user, but"):
