@@ -109,6 +109,8 @@ class JobSubmit(Request, kw_only=True):
     requires_vram_gb: Count | None = 0
     allowed_hardware: list[str] | None = None
     timeout: Instant | None = None
+    # Or the deadline as seconds from now on the services' clock (``create(timeout=)``).
+    timeout_s: float | None = None
     job_id_suffix: str | None = None
 
 
@@ -317,9 +319,6 @@ class AgentSecrets(Request, kw_only=True):
     worker_id: str
 
 
-ENDPOINTS: dict[str, type[Request]] = {
-    "files.upload.begin": UploadBegin,
-    "files.upload.end": UploadEnd,
 class WorkerList(Request, kw_only=True):
     """An organization's machines, newest first; ended ones (shut down, terminated)
     only with ``ended``."""
@@ -328,6 +327,9 @@ class WorkerList(Request, kw_only=True):
     ended: bool = False
 
 
+ENDPOINTS: dict[str, type[Request]] = {
+    "files.upload.begin": UploadBegin,
+    "files.upload.end": UploadEnd,
     "files.upload.abort": UploadAbort,
     "files.get": FileGet,
     "files.read": FileRead,
@@ -353,10 +355,10 @@ class WorkerList(Request, kw_only=True):
     "agent.stopped": AgentStopped,
     "agent.ttl": AgentTTL,
     "agent.secrets": AgentSecrets,
+    "workers.list": WorkerList,
     "tokens.create": TokenCreateReq,
     "tokens.list": TokenListReq,
     "tokens.revoke": TokenRevokeReq,
-    "workers.list": WorkerList,
     "secrets.set": SecretSetReq,
     "secrets.list": SecretNamesReq,
     "secrets.show": SecretNamesReq,

@@ -102,7 +102,8 @@ class Jobs:
     async def create(self, **params: Any) -> AsyncJob:
         """Submit the job (the same params again return the same job, which runs once).
         ``allowed_hardware``, ``docker_image``, ``requires_vram_gb`` (and ``job_id_suffix``
-        unless the params model declares it) are options of the submission, not params.
+        and ``timeout``, seconds, unless the params model declares them) are options of the
+        submission, not params.
 
         Raises ``InvalidRequest`` for params the model rejects, unknown hardware or
         missing mount sources."""
@@ -112,6 +113,8 @@ class Jobs:
         # A suffix the model does not declare is an option of create(), not a param.
         suffix = None if "job_id_suffix" in self.params.model_fields else params.pop(
             "job_id_suffix", None)
+        # So is a timeout (seconds: past it, pending or running, the job is canceled).
+        timeout = None if "timeout" in self.params.model_fields else params.pop("timeout", None)
         validated = self._validate(params)
         dumped = validated.model_dump(mode="json")
         mounted = await self._upload_mounts()
@@ -120,7 +123,7 @@ class Jobs:
             params={"validated_params": dumped, "mounted_files": mounted},
             script=self.get_entrypoint(validated), docker_image=docker_image,
             requires_vram_gb=requires_vram_gb, allowed_hardware=allowed_hardware,
-            job_id_suffix=dumped.get("job_id_suffix", suffix))
+            timeout=timeout, job_id_suffix=dumped.get("job_id_suffix", suffix))
 
 
 def _dropped_keys(model: type[BaseModel], given: dict[str, Any]) -> list[str]:

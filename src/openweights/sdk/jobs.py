@@ -87,18 +87,23 @@ class AsyncJobsResource:
                      type: str = "custom", model: str | None = None,
                      params: dict[str, Any] | None = None, requires_vram_gb: int | None = 0,
                      allowed_hardware: list[str] | None = None,
-                     timeout: datetime | None = None,  # noqa: ASYNC109 - the job's deadline
+                     timeout: datetime | float | None = None,  # noqa: ASYNC109 - deadline
                      job_id_suffix: str | None = None) -> AsyncJob:
         """Submit a job spec as it is (custom job classes build one from their params).
 
         Its id is ``<id_prefix>-<hash of the spec>[-<job_id_suffix>]``: the same spec again
         returns the same job, which runs once (a failed or canceled one is reset to
         pending). Raises ``InvalidRequest`` for a malformed spec, unknown hardware or a
-        file id that does not exist."""
+        file id that does not exist. ``timeout``: the job's deadline, an instant or
+        seconds from now; once it passes, pending or running, the job is canceled with
+        the reason "timeout"."""
+        # A number of seconds becomes a deadline on the services' clock, not ours.
+        seconds = None if timeout is None or isinstance(timeout, datetime) else float(timeout)
         return await self._job(await self._t.call(
             "jobs.submit", id_prefix=id_prefix, type=type, model=model, params=params or {},
             script=script, docker_image=docker_image, requires_vram_gb=requires_vram_gb,
-            allowed_hardware=allowed_hardware, timeout=timeout, job_id_suffix=job_id_suffix))
+            allowed_hardware=allowed_hardware, timeout=timeout if seconds is None else None,
+            timeout_s=seconds, job_id_suffix=job_id_suffix))
 
     async def retrieve(self, job_id: str) -> AsyncJob:
         """The job. Raises ``NotFound`` (also for another organization's job)."""

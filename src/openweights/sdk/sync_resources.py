@@ -70,7 +70,8 @@ class JobsResource:
     def submit(self, *, id_prefix: str, script: str, docker_image: str,
                type: str = "custom", model: str | None = None,
                params: dict[str, Any] | None = None, requires_vram_gb: int | None = 0,
-               allowed_hardware: list[str] | None = None, timeout: datetime | None = None,
+               allowed_hardware: list[str] | None = None,
+               timeout: datetime | float | None = None,
                job_id_suffix: str | None = None) -> Job:
         return Job._of(self._loop.run(self._a.submit(
             id_prefix=id_prefix, script=script, docker_image=docker_image, type=type,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from openweights import ids
@@ -56,6 +56,20 @@ def check_mounts(d: Deps, org: str, mounted: Any) -> None:
                 "that returns, like 'conversations:file-0123456789ab'")
 
 
+MAX_TIMEOUT_S = 365 * 86400.0  # beyond, a deadline means "never" (and may overflow)
+
+
+def _deadline(d: Deps, req: protocol.JobSubmit) -> datetime | None:
+    """The job's timeout: given as an instant, or as seconds from now (the services'
+    clock, not the client's). Past it the scheduler cancels the job (reason "timeout")."""
+    if req.timeout_s is None:
+        return req.timeout
+    if not 0 < req.timeout_s <= MAX_TIMEOUT_S or req.timeout is not None:
+        raise InvalidRequest(f"timeout must be seconds in (0, {MAX_TIMEOUT_S:.0f}] (and "
+                             f"not given twice), not {req.timeout_s}")
+    return d.clock() + timedelta(seconds=req.timeout_s)
+
+
 def validate_submit(d: Deps, org: str, req: protocol.JobSubmit) -> SubmitJob:
     """The command a submission asks for. Raises :class:`InvalidRequest` naming the
     field at fault."""
@@ -79,7 +93,7 @@ def validate_submit(d: Deps, org: str, req: protocol.JobSubmit) -> SubmitJob:
     # change in place on resubmission (script, image, hardware, VRAM) is left out.
     job_id = ids.job_id(req.id_prefix, {"type": req.type, "model": req.model,
                                         "params": req.params}, org, req.job_id_suffix)
-    timeout = req.timeout
+    timeout = _deadline(d, req)
     if req.type == "api" and timeout is None:
         # An API deployment lives on a lease its client renews (jobs.lease).
         timeout = d.clock() + timedelta(seconds=API_LEASE_S)
