@@ -112,12 +112,15 @@ class Up:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
+            # Its servers too: the next `ow up` (or a squatter) wants their port.
+            children = psutil.Process(self.proc.pid).children(recursive=True)
             self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+            psutil.wait_procs(children, timeout=30)
 
 
 @pytest.fixture
