@@ -24,6 +24,12 @@ class OpenWeightsError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def advice(self) -> str:
+        """What to do, shown after the message: the class's hint, unless the message
+        already names the command that helps (in backquotes); then nothing, so that no
+        advice is given twice."""
+        return "" if "`" in self.message else self.hint
+
 
 class InvalidRequest(OpenWeightsError, ValueError):
     """The request itself is wrong: fix the named field or value and send it again."""
@@ -32,14 +38,34 @@ class InvalidRequest(OpenWeightsError, ValueError):
     hint = "fix the named field and retry"
 
 
+# What lists each kind of object a NotFound names first ("file 'file-…' not found").
+_LISTED_BY = {
+    "job": "check the job id; `ow ls` lists your jobs",
+    "run": "check the run id; `ow show <job id>` lists a job's runs",
+    "file": "check the file id; `ow events <job id>` names the files a job returned, "
+            "`ow files upload` stores a new one",
+    "worker": "check the worker id; `ow show <job id>` names the worker of each run",
+    "token": "check the token id; `ow token ls` lists your tokens",
+    "secret": "check the name; `ow env ls` lists your secrets",
+    "upload": "start the upload again",
+}
+
+
 class NotFound(OpenWeightsError, KeyError):
-    """No such object in your organization: check the id (``ow ls`` lists jobs)."""
+    """No such object in your organization: check its id (``ow ls`` lists jobs, ``ow
+    token ls`` tokens, ``ow env ls`` secrets)."""
 
     code = "not_found"
-    hint = "check the id; `ow ls` lists your jobs"
+    hint = "check the id"
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return self.message
+
+    def advice(self) -> str:
+        """The command that lists the kind of object the message names."""
+        if "`" in self.message:
+            return ""
+        return _LISTED_BY.get(self.message.split(" ", 1)[0], self.hint)
 
 
 class Conflict(OpenWeightsError):
@@ -54,10 +80,12 @@ class IllegalTransition(Conflict):
 
     code = "illegal_transition"
 
-    def __init__(self, aggregate: str, state: str, command: str, detail: str = "") -> None:
+    def __init__(self, aggregate: str, state: str, command: str, detail: str = "",
+                 message: str | None = None) -> None:
         self.aggregate, self.state, self.command = aggregate, state, command
         extra = f": {detail}" if detail else ""
-        super().__init__(f"{aggregate} in state '{state}' cannot accept {command}{extra}")
+        super().__init__(message or f"{aggregate} in state '{state}' cannot accept "
+                         f"{command}{extra}")
 
 
 class Fenced(Conflict):
@@ -81,10 +109,12 @@ class Forbidden(OpenWeightsError, PermissionError):
 
 
 class AuthenticationError(OpenWeightsError):
-    """The API token is unknown, revoked or expired: create a new one (`ow token create`)."""
+    """The API token is unknown, revoked or expired: set OPENWEIGHTS_API_KEY to a valid
+    one (`ow token ls` shows each token's status, `ow token create` makes a new one)."""
 
     code = "unauthenticated"
-    hint = "set OPENWEIGHTS_API_KEY to a valid token (`ow token create`)"
+    hint = ("set OPENWEIGHTS_API_KEY to a valid token (`ow token ls` shows each token's "
+            "status, `ow token create` makes a new one)")
 
 
 class Unavailable(OpenWeightsError, ConnectionError):

@@ -27,6 +27,8 @@ __all__ = [
     "candidate_hardware",
     "gpu_cost_per_hour",
     "hourly_cost",
+    "local_hardware",
+    "offers",
     "parse_hardware",
     "short_name_for_device",
     "validate_allowed_hardware",
@@ -217,3 +219,18 @@ def candidate_hardware(
     fitting = [gpu for gpu in VERIFIED_GPUS if usable(gpu) >= need]
     fitting.sort(key=lambda gpu: (usable(gpu), gpu_cost_per_hour(gpu), gpu))
     return [str(Hardware(count=1, gpu=gpu)) for gpu in fitting]
+
+
+def local_hardware(fake_gpus: int, gpu_type: str) -> str:
+    """What each machine of the local backend is: ``"<n>x <GPU>"``, or ``"cpu"`` without
+    (fake) GPUs (``OW_LOCAL_FAKE_GPUS``, ``OW_LOCAL_FAKE_GPU_TYPE``)."""
+    return f"{fake_gpus}x {gpu_type}" if fake_gpus > 0 else "cpu"
+
+
+def offers(hardware: str, required_vram_gb: int | None,
+           allowed_hardware: list[str] | None) -> bool:
+    """Whether a machine of ``hardware`` can run a job of these needs: its exact
+    hardware is allowed, or (without ``allowed_hardware``) its VRAM covers the need."""
+    if allowed_hardware:
+        return hardware in allowed_hardware
+    return (required_vram_gb or 0) <= (0 if hardware == "cpu" else vram_gb(hardware))

@@ -22,7 +22,7 @@ from openweights.cli.main import app
 from openweights.config import Settings
 from openweights.domain import job
 from openweights.domain.aggregates import JOB
-from openweights.domain.commands import AssignJob, CompleteRun, StartRun, SubmitJob
+from openweights.domain.commands import AssignJob, CompleteRun, FailRun, StartRun, SubmitJob
 from openweights.events import Actor, Event, JobSpec, RunEventLogged
 from openweights.sdk.sync_models import Job
 from openweights.subjects import Subjects
@@ -158,6 +158,9 @@ def test_restart(stack: Settings, ow: OpenWeights) -> None:
     assert ow.jobs.retrieve(j.id).status == "pending"
     again = cli(stack, "restart", j.id, "--json")  # a pending job cannot be restarted
     assert again.exit_code == 1 and "error:" in again.stderr and "Traceback" not in again.output
+    said = " ".join(again.stderr.split())  # the job, its state, what helps; no RestartJob
+    assert f"job {j.id} is pending" in said and f"`ow cancel {j.id}`" in said, said
+    assert "RestartJob" not in said and "refresh the object" not in said, said
 
 
 def test_upload_and_fetch_round_trip(stack: Settings, tmp_path: Path) -> None:
@@ -199,6 +202,34 @@ def test_logs_of_a_finished_run_print_its_log_file(stack: Settings, ow: OpenWeig
     assert cli(stack, "logs", agent.job_id, "--follow").stdout == r.stdout
     missing = cli(stack, "logs", agent.job_id, "--run-id", "run-nope")
     assert missing.exit_code == 1 and "run-nope" in missing.stderr
+
+
+def test_a_failed_job_shows_its_error_and_the_tail_of_its_log(
+        stack: Settings, ow: OpenWeights, tmp_path: Path) -> None:
+    # Issue 21, defect 4: the reason was only in `ow audit job`.
+    log = tmp_path / "run.log"
+    log.write_text("".join(f"step {i}\n" for i in range(1, 31)) + "Traceback: boom\n")
+    agent = FakeAgent(ow, stack, "customjob-failing")
+    agent.start()
+    why = "Process exited with return code 3"
+    agent.decide(FailRun(run_id=agent.run_id, worker_id="w1", error=why, exit_code=3,
+                         log_file=ow.files.upload(log, purpose="log")["id"]))
+
+    job = ow.jobs.retrieve(agent.job_id)
+    assert (job.status, job.error, job["error"]) == ("failed", why, why)
+    tail = job.log_tail()
+    assert tail.splitlines() == [f"step {i}" for i in range(12, 31)] + ["Traceback: boom"]
+    assert job.log_tail(2) == "step 30\nTraceback: boom\n"
+    shown = cli(stack, "show", agent.job_id)
+    assert shown.exit_code == 0, shown.output
+    assert f"error: {why}" in shown.stdout and shown.stdout.endswith(tail), shown.stdout
+    assert "step 11\n" not in shown.stdout and f"ow logs {agent.job_id}" in shown.stdout
+    data = json.loads(cli(stack, "show", agent.job_id, "--json").stdout)
+    assert (data["error"], data["log_tail"]) == (why, tail)
+    assert json.loads(cli(stack, "ls", "--json").stdout)[0]["error"] == why
+    # A restart clears it: the job waits again, for no reason of its last run.
+    assert ow.jobs.restart(agent.job_id).error is None
+    assert ow.jobs.retrieve(agent.job_id).error is None
 
 
 def test_logs_of_a_running_job_and_follow_until_it_ends(stack: Settings,
@@ -270,6 +301,18 @@ def test_not_found_is_exit_1_with_one_line(stack: Settings) -> None:
         assert r.exit_code == 1, (args, r.output)
         assert r.stderr.startswith("error:") and "not found" in r.stderr, (args, r.stderr)
         assert "Traceback" not in r.output
+
+
+def test_not_found_names_the_command_that_lists_its_kind(stack: Settings) -> None:
+    # Issue 21, defect 6: every kind said "check the id; `ow ls` lists your jobs".
+    for args, helps in ((["show", "customjob-nope"], "`ow ls` lists your jobs"),
+                        (["fetch", "custom_job_file:file-nope"], "`ow files upload`"),
+                        (["token", "revoke", "tok-0000000000000000"], "`ow token ls`"),
+                        (["env", "rm", "NOPE"], "`ow env ls`")):
+        r = cli(stack, *args)
+        said = " ".join(r.stderr.split())
+        assert r.exit_code == 1 and helps in said, (args, said)
+        assert args[0] == "show" or "ow ls" not in said, (args, said)
 
 
 def test_unreachable_stack_is_exit_2_with_one_clear_line(tmp_path: Path) -> None:

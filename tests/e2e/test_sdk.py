@@ -172,8 +172,11 @@ def test_jobs(ow: OpenWeights, addition: type[Jobs]) -> None:
     assert ow.jobs.find(validated_params={"a": 99.0}) == []
 
     assert ow.jobs.restart(second.id).status == "pending"
-    with pytest.raises(IllegalTransition):
-        ow.jobs.restart(first.id)  # a pending job has nothing to restart
+    # A pending job has nothing to restart: the message says what helps (issue 21,
+    # defect 6: "cannot accept RestartJob").
+    with pytest.raises(IllegalTransition, match=rf"^job {first.id} is pending: only an "
+                       rf"ended job can be restarted; cancel it first \(`ow cancel {first.id}`"):
+        ow.jobs.restart(first.id)
     with pytest.raises(NotFound):
         ow.jobs.cancel("addition-000000000000")
 
@@ -185,13 +188,16 @@ def test_jobs(ow: OpenWeights, addition: type[Jobs]) -> None:
     assert job.status == "pending"
     assert job.refresh() is job and job.status == "canceled"
     assert job["status"] == "canceled"
+    assert ow.jobs.cancel(job.id).status == "canceled"  # again: no error, as documented
 
 
 def test_wait_returns_when_another_client_cancels(ow: OpenWeights, other: OpenWeights,
                                                   addition: type[Jobs],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     job = ow.addition.create(a=1, b=1)
-    with pytest.raises(TimeoutError):
+    # It names the job, its state and what helps (issue 21, defect 6: it was empty).
+    with pytest.raises(TimeoutError, match=rf"^job {job.id} (is still pending|has not "
+                       rf"ended) after 0.2 s; .*`ow show {job.id}`"):
         job.wait(timeout=0.2)
     # wait() subscribes, then reads the job: cancel from elsewhere once it has read it,
     # so the only way it can return is the live event.
@@ -257,7 +263,8 @@ def test_runs_events_logs_downloads(ow: OpenWeights, stack: Settings, addition: 
     with pytest.raises(InvalidRequest):
         ow.events.list()
 
-    # The agent records ./uploads/ files; they never clobber the job's own `file` output.
+    # The agent records ./uploads/ files after the job's own events: the newest value of
+    # each key, in the outputs as in events.latest (issue 21, defect 5: they disagreed).
     agent_file = ow.files.upload(result, purpose="result")  # same bytes, other name is fine
     upload = RunFileUploaded(at=datetime.now(UTC), by=Actor("agent", WORKER), job_id=job.id,
                              run_id="run-a2", path="uploads/extra.txt", file=agent_file["id"])
@@ -269,8 +276,9 @@ def test_runs_events_logs_downloads(ow: OpenWeights, stack: Settings, addition: 
                       CompleteRun(run_id="run-a2", worker_id=WORKER, log_file=log_file["id"])))
     done = ow.jobs.retrieve(job.id)
     assert done.status == "completed" and done.worker_id == WORKER
-    assert done["outputs"] == {"step": 2, "loss": 0.25, "path": "result.txt",
-                               "file": uploaded["id"]}
+    assert done["outputs"] == {"step": 2, "loss": 0.25, "path": "uploads/extra.txt",
+                               "file": agent_file["id"]}
+    assert done["outputs"] == ow.events.latest("*", job_id=job.id)
     last = ow.runs.list(job_id=job.id)[-1]
     assert last.status == "completed" and last.log_file == log_file["id"]
     assert last.logs() == "starting\n5.0\n"  # now from the stored log file
@@ -285,6 +293,32 @@ def test_runs_events_logs_downloads(ow: OpenWeights, stack: Settings, addition: 
     assert last.download(tmp_path / "one")[0].name == "run-a2.log"
     # The blocking iterator over a job that has ended: its history, then the end.
     assert [e["data"].get("step") for e in ow.events.subscribe(job.id)] == [1, 2, None, None]
+
+
+def test_the_default_vram_need_no_machine_here_can_have_is_refused_at_submit(
+        ow: OpenWeights, stack: Settings) -> None:
+    # Issue 21, defect 4: on the CPU-only stack such a job waited forever.
+    assert stack.local_fake_gpus == 0
+
+    @register("forgot_vram")
+    class ForgotVram(Jobs):  # leaves Jobs.requires_vram_gb (24) as it is
+        params = AdditionParams
+
+        def get_entrypoint(self, p: AdditionParams) -> str:  # type: ignore[override]
+            return "true"
+
+    @register("wants_vram")
+    class WantsVram(ForgotVram):
+        requires_vram_gb = 24  # chosen: it waits for such a machine (and says so)
+
+    with pytest.raises(InvalidRequest, match=r"^forgotvram needs 24 GB of VRAM \(the Jobs "
+                       r"default.*starts cpu machines.*set `requires_vram_gb = 0`"):
+        ow.forgot_vram.create(a=1, b=2)
+    assert ow.jobs.list() == []
+    assert ow.forgot_vram.create(a=1, b=2, requires_vram_gb=0).requires_vram_gb == 0
+    assert ow.forgot_vram.create(a=1, b=3, requires_vram_gb=24).status == "pending"
+    assert ow.forgot_vram.create(a=1, b=4, allowed_hardware=["1x H100S"]).status == "pending"
+    assert ow.wants_vram.create(a=1, b=2).status == "pending"
 
 
 def test_custom_jobs(ow: OpenWeights, addition: type[Jobs]) -> None:

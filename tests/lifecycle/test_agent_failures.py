@@ -159,6 +159,10 @@ def test_five_consecutive_failures_stop_the_agent(lab) -> None:
     failed = lab.live.of(JobFailed)
     assert {s.agg_id for s in failed} == {j.id for j in jobs}
     assert {(s.event.worker_id, s.event.exit_code) for s in failed} == {(worker, 3)}
+    # What a user sees of one: its reason and its output's end (issue 21, defect 4).
+    seen = lab.ow.jobs.wait(jobs[0].id, timeout=30)
+    assert seen.error == failed[0].event.error and "return code 3" in seen.error, seen
+    assert seen.log_tail().splitlines()[-1] == "failing"
     history = [s.event for s in lab.read("worker", worker)]
     assert [e.tag for e in history] == [
         "worker.requested/1", "worker.machine_started/1", "worker.registered/1",

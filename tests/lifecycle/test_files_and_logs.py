@@ -53,6 +53,11 @@ def test_mounted_file_and_directory_in_the_workdir_and_uploads_come_back(
         "data/input.txt", "inputs/a.txt", "inputs/sub/b.txt"]
     job.wait(timeout=60)
     assert job.status == "completed", job
+    # Its outputs are the newest value of each key, as events.latest says (issue 21,
+    # defect 5: they named the first upload, latest the last).
+    assert job.outputs == lab.ow.events.latest("*", job_id=job.id)
+    assert job.outputs["path"] == [e["data"]["path"] for e in lab.ow.events.list(
+        job_id=job.id)][-1]
     run = job.runs[-1]
     assert run.logs().splitlines() == [
         "the input file", "a in the mounted dir", "b nested in the mounted dir"]

@@ -51,6 +51,10 @@ def test_unknown_malformed_revoked_and_expired_tokens_are_refused_at_once(world:
     started = time.monotonic()
     result = world.cli(revoked["token"], "ls")
     assert result.exit_code == 1 and "refused" in result.output, result.output
+    # It names the token and gives its advice once (issue 21, defect 6: it was doubled).
+    one_line = " ".join(result.output.split())
+    assert tokens.token_id(revoked["token"]) in one_line, one_line
+    assert one_line.count("ow token create") == 1 and "ow token ls" in one_line, one_line
     assert time.monotonic() - started < 5
 
 

@@ -112,6 +112,9 @@ class JobSubmit(Request, kw_only=True):
     # Or the deadline as seconds from now on the services' clock (``create(timeout=)``).
     timeout_s: float | None = None
     job_id_suffix: str | None = None
+    # The VRAM need is ``Jobs.requires_vram_gb``'s default, which the job class did not
+    # choose: refused where no machine can ever have it (the CPU-only local stack).
+    vram_defaulted: bool = False
 
 
 class JobRef(Request, kw_only=True):

@@ -53,7 +53,9 @@ def friendly(fn: F) -> F:
             err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
             raise typer.Exit(2) from None
         except OpenWeightsError as exc:
-            err_console.print(f"[red]error:[/red] {exc} ({exc.hint})", soft_wrap=True)
+            advice = exc.advice()
+            err_console.print(f"[red]error:[/red] {exc}" + (f" ({advice})" if advice else ""),
+                              soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None

@@ -38,6 +38,7 @@ from openweights.sdk.sync_models import Job, Run
 from openweights.sdk.types import Event
 
 CANCELABLE = frozenset({"pending", "in_progress"})
+TAIL_LINES = 20  # of a failed job's log, in `ow show`
 
 
 class Status(StrEnum):
@@ -71,10 +72,12 @@ def show(job_id: str, as_json: bool = JSON_OPT) -> None:
     with client() as ow:
         job = ow.jobs.retrieve(job_id)
         runs = ow.runs.list(job_id=job_id)
+        tail = job.log_tail(TAIL_LINES) if job.status == "failed" else None
     if as_json:
-        out(to_json({**job.model_dump(), "runs": [r.model_dump() for r in runs]}))
+        failed = {} if tail is None else {"log_tail": tail}
+        out(to_json({**job.model_dump(), "runs": [r.model_dump() for r in runs], **failed}))
     else:
-        for part in _job_details(job, runs):
+        for part in [*_job_details(job, runs), *_failure(job, runs, tail)]:
             console.print(part, markup=False, highlight=False)
 
 
@@ -186,6 +189,19 @@ def _job_details(job: Job, runs: list[Run]) -> list[Any]:
         table.add_row(r.id, str(r.attempt), r.status, r.worker_id or "", when(r.started_at),
                       when(r.updated_at), r.log_file or "")
     return [head, table, "outputs:", to_json(job.outputs)]
+
+
+def _failure(job: Job, runs: list[Run], tail: str | None) -> list[str]:
+    """Why a failed job failed and the end of its output, last: what to read first."""
+    if job.status != "failed":
+        return []
+    parts = [f"error: {job.error or 'not recorded (an older api service)'}"]
+    if runs and tail:
+        parts += [f"last lines of {runs[-1].id}'s log (all of it: ow logs {job.id}):",
+                  tail.rstrip("\n")]
+    elif runs:
+        parts.append(f"{runs[-1].id} printed nothing")
+    return parts
 
 
 def _pick_run(ow: OpenWeights, job_id: str, run_id: str | None) -> Run:

@@ -113,6 +113,7 @@ class JobState(msgspec.Struct, frozen=True, gc=False):
     worker_id: str | None = None
     runs: tuple[RunState, ...] = ()
     lost_in_a_row: int = 0  # its last runs that lost their machine, since any other end
+    error: str | None = None  # why it failed (its ``job.failed``); None unless failed
 
     @property
     def open_run(self) -> RunState | None:
@@ -263,7 +264,7 @@ def _apply(state: JobState, event: Event, status: JobStatus) -> JobState:
     match event:
         case JobReset():
             return r(state, spec=event.spec, status=status, worker_id=None, updated_at=at,
-                     lost_in_a_row=0)
+                     lost_in_a_row=0, error=None)
         case JobRequirementsChanged():
             spec = r(state.spec, script=event.script, docker_image=event.docker_image,
                      requires_vram_gb=event.requires_vram_gb,
@@ -280,7 +281,9 @@ def _apply(state: JobState, event: Event, status: JobStatus) -> JobState:
         case JobCompleted() | JobFailed():
             runs = _with_run(state, event.run_id, status=status, updated_at=at,
                              log_file=event.log_file)
-            return r(state, status=status, updated_at=at, runs=runs, lost_in_a_row=0)
+            error = event.error if isinstance(event, JobFailed) else None
+            return r(state, status=status, updated_at=at, runs=runs, lost_in_a_row=0,
+                     error=error)
         case JobCanceled():
             runs = state.runs
             if event.run_id is not None:

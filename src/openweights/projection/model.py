@@ -51,6 +51,17 @@ _TABLE = {"org": "organizations", "token": "api_tokens", "secret": "organization
 assert set(_TABLE) == set(AGGREGATES), "every aggregate needs a table"
 
 
+def newest_values(outputs: dict[str, Any], data: dict[str, Any]) -> None:
+    """Fold one event row's ``data`` into ``outputs``: the newest value of each key wins,
+    a null is not a value. The one definition of a job's outputs; ``events.latest``
+    (``schema/queries/api_events_latest.sql``) computes the same over the same rows (an
+    upload is the row ``{"path", "file"}``), except that a restart clears the outputs."""
+    if None in data.values():
+        outputs.update({k: v for k, v in data.items() if v is not None})
+    else:
+        outputs.update(data)
+
+
 def org_of(subject: str) -> str:
     """The organization of an aggregate subject ``<ns>.<org>.<kind>.<id>``."""
     return subject.split(".", 2)[1]
@@ -133,18 +144,10 @@ class ReadModel:
             outputs = self.outputs[job_id] = {}
         if type(e) is RunEventLogged:
             data, file_id = e.data, e.file
-            # The newest value of each key wins (a null is not a value).
-            if None in data.values():
-                outputs.update({k: v for k, v in data.items() if v is not None})
-            else:
-                outputs.update(data)
         else:
             assert isinstance(e, RunFileUploaded)
             data, file_id = {"path": e.path, "file": e.file}, e.file
-            # An upload never clobbers an output the job logged itself (the original
-            # let the last upload overwrite `file`).
-            for k, v in data.items():
-                outputs.setdefault(k, v)
+        newest_values(outputs, data)
         if state is None:
             self.new_events.append((seq, idx, "", job_id, e.run_id, data, file_id, e.at))
         else:

@@ -109,6 +109,8 @@ class Jobs:
         missing mount sources."""
         allowed_hardware = params.pop("allowed_hardware", None)
         docker_image = params.pop("docker_image", None) or self.base_image
+        # The class default nobody chose: the api refuses it where it can never be met.
+        vram_defaulted = "requires_vram_gb" not in params and not _declares_vram(type(self))
         requires_vram_gb = params.pop("requires_vram_gb", self.requires_vram_gb)
         # A suffix the model does not declare is an option of create(), not a param.
         suffix = None if "job_id_suffix" in self.params.model_fields else params.pop(
@@ -123,7 +125,13 @@ class Jobs:
             params={"validated_params": dumped, "mounted_files": mounted},
             script=self.get_entrypoint(validated), docker_image=docker_image,
             requires_vram_gb=requires_vram_gb, allowed_hardware=allowed_hardware,
-            timeout=timeout, job_id_suffix=dumped.get("job_id_suffix", suffix))
+            timeout=timeout, job_id_suffix=dumped.get("job_id_suffix", suffix),
+            vram_defaulted=vram_defaulted)
+
+
+def _declares_vram(cls: type[Jobs]) -> bool:
+    """Whether ``cls`` (or a base of it other than ``Jobs``) sets ``requires_vram_gb``."""
+    return any("requires_vram_gb" in vars(c) for c in cls.__mro__ if c is not Jobs)
 
 
 def _dropped_keys(model: type[BaseModel], given: dict[str, Any]) -> list[str]:

@@ -31,7 +31,8 @@ class AsyncJob(JobFields):
         return self
 
     async def cancel(self) -> AsyncJob:
-        """Cancel it (in place). Raises ``IllegalTransition`` when it has ended."""
+        """Cancel it (in place); a canceled job stays as it is (a retried cancel is no
+        error). Raises ``IllegalTransition`` when it has completed or failed."""
         self._take(await self._jobs.cancel(self.id))
         return self
 
@@ -52,6 +53,15 @@ class AsyncJob(JobFields):
     def runs(self) -> Coroutine[Any, Any, list[AsyncRun]]:
         """(await it) This job's runs, oldest first."""
         return self._jobs._runs.list(job_id=self.id)
+
+    async def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines its latest run printed (its stored log once the run
+        has ended): with ``error``, what to read first of a failed job. ``""`` before
+        it has run."""
+        runs = await self.runs
+        if not runs or lines <= 0:
+            return ""
+        return "".join((await runs[-1].logs()).splitlines(keepends=True)[-lines:])
 
     async def download(self, target_dir: str | Path, only_last_run: bool = True) -> list[Path]:
         """Write the run log and every file the job returned under ``target_dir`` (every
@@ -88,13 +98,16 @@ class AsyncJobsResource:
                      params: dict[str, Any] | None = None, requires_vram_gb: int | None = 0,
                      allowed_hardware: list[str] | None = None,
                      timeout: datetime | float | None = None,  # noqa: ASYNC109 - deadline
-                     job_id_suffix: str | None = None) -> AsyncJob:
+                     job_id_suffix: str | None = None,
+                     vram_defaulted: bool = False) -> AsyncJob:
         """Submit a job spec as it is (custom job classes build one from their params).
 
         Its id is ``<id_prefix>-<hash of the spec>[-<job_id_suffix>]``: the same spec again
         returns the same job, which runs once (a failed or canceled one is reset to
-        pending). Raises ``InvalidRequest`` for a malformed spec, unknown hardware or a
-        file id that does not exist. ``timeout``: the job's deadline, an instant or
+        pending). ``vram_defaulted`` (set by job classes): ``requires_vram_gb`` is the
+        ``Jobs`` default, not a choice. Raises ``InvalidRequest`` for a malformed spec,
+        unknown hardware, a file id that does not exist, or a defaulted VRAM need no
+        machine of the stack can ever have. ``timeout``: the job's deadline, an instant or
         seconds from now; once it passes, pending or running, the job is canceled with
         the reason "timeout"."""
         # A number of seconds becomes a deadline on the services' clock, not ours.
@@ -103,7 +116,8 @@ class AsyncJobsResource:
             "jobs.submit", id_prefix=id_prefix, type=type, model=model, params=params or {},
             script=script, docker_image=docker_image, requires_vram_gb=requires_vram_gb,
             allowed_hardware=allowed_hardware, timeout=timeout if seconds is None else None,
-            timeout_s=seconds, job_id_suffix=job_id_suffix))
+            timeout_s=seconds, job_id_suffix=job_id_suffix,
+            vram_defaulted=vram_defaulted))
 
     async def retrieve(self, job_id: str) -> AsyncJob:
         """The job. Raises ``NotFound`` (also for another organization's job)."""
@@ -127,7 +141,9 @@ class AsyncJobsResource:
         return out
 
     async def cancel(self, job_id: str) -> AsyncJob:
-        """Cancel a pending or running job. Raises ``NotFound``, ``IllegalTransition``."""
+        """Cancel a pending or running job; a canceled one is returned unchanged (a
+        retried cancel whose reply was lost is no error). Raises ``NotFound``, and
+        ``IllegalTransition`` for a completed or failed job."""
         return await self._job(await self._t.call("jobs.cancel", job_id=job_id))
 
     async def restart(self, job_id: str) -> AsyncJob:

@@ -53,10 +53,12 @@ async def _job_now(t: Transport, job_id: str) -> dict[str, Any]:
 
 
 async def wait_for_job(t: Transport, job_id: str, limit_s: float | None) -> dict[str, Any]:
-    """The job once it has ended (its row). Raises ``TimeoutError`` after ``limit_s``."""
+    """The job once it has ended (its row). Raises ``TimeoutError`` after ``limit_s``,
+    naming the job and the state it is still in."""
     sub, send, receive = await _subscribe(t, job_id)
+    job: dict[str, Any] = {}
     try:
-        with anyio.fail_after(limit_s):
+        with anyio.move_on_after(limit_s) as scope:
             job = await _job_now(t, job_id)
             while job["status"] not in TERMINAL:
                 msg = await receive.receive()
@@ -64,7 +66,11 @@ async def wait_for_job(t: Transport, job_id: str, limit_s: float | None) -> dict
                     # Read the job as of this message: the read models may lag the log.
                     t.seen_seq = max(t.seen_seq, _seq(msg))
                     job = await t.call("jobs.get", read=True, job_id=job_id)
-            return job
+        if scope.cancelled_caught:
+            state = f"is still {job['status']}" if job else "has not ended"
+            raise TimeoutError(f"job {job_id} {state} after {limit_s:g} s; wait longer (a "
+                               f"larger timeout=), or see why with `ow show {job_id}`")
+        return job
     finally:
         with anyio.CancelScope(shield=True):
             await sub.unsubscribe()

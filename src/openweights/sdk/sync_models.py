@@ -67,6 +67,10 @@ class Job(JobFields):
         """This job's runs, oldest first."""
         return [Run._of(r, self._loop) for r in self._loop.run(self._twin.runs)]
 
+    @twin(AsyncJob.log_tail)
+    def log_tail(self, lines: int = 20) -> str:
+        return self._loop.run(self._twin.log_tail(lines))
+
     @twin(AsyncJob.download)
     def download(self, target_dir: str | Path, only_last_run: bool = True) -> list[Path]:
         return self._loop.run(self._twin.download(target_dir, only_last_run))

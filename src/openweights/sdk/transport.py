@@ -136,9 +136,12 @@ class Transport:
             restarts.admitted(connected[0])
             return connected[0]
         if refused.is_set():
+            # The server says only "authorization violation": which of the three it is
+            # shows in the token list (by this id), which needs a token that works.
             raise AuthenticationError(
-                "OPENWEIGHTS_API_KEY was refused: it is unknown, revoked or expired; create "
-                "a new one with `ow token create`")
+                f"OPENWEIGHTS_API_KEY (token {self.principal}) was refused: this stack does "
+                "not know it, or it was revoked or has expired; `ow token ls` (with a "
+                "working token) shows its status, `ow token create` makes a new one")
         cause = f" ({type(last[-1]).__name__}: {last[-1]})" if last else ""
         raise StackUnavailable(f"cannot reach openweights at {url}{cause}; is `ow up` running?")
 
@@ -229,8 +232,10 @@ class Transport:
         delay, deadline = 0.1, anyio.current_time() + self.retry_for_s
         while True:
             if self.auth_refused:  # a reconnect was refused: kicked after a revocation
-                raise AuthenticationError("OPENWEIGHTS_API_KEY was revoked or expired while "
-                                          "connected; create a new one with `ow token create`")
+                raise AuthenticationError(
+                    f"OPENWEIGHTS_API_KEY (token {self.principal}) was revoked or expired "
+                    "while connected; `ow token ls` shows its status, `ow token create` "
+                    "makes a new one")
             try:
                 return await nc.request(subject, payload, timeout=self.settings.request_timeout_s,
                                         headers=headers)

@@ -88,7 +88,7 @@ class WorkerStatus(TypedDict):
 
 
 _StrKey = Literal["id", "type", "status", "script", "docker_image"]
-_OptStrKey = Literal["model", "worker_id", "organization_id"]
+_OptStrKey = Literal["model", "worker_id", "organization_id", "error"]
 _DictKey = Literal["params", "outputs"]
 _TimeKey = Literal["timeout", "created_at", "updated_at"]
 
@@ -96,7 +96,8 @@ _TimeKey = Literal["timeout", "created_at", "updated_at"]
 class JobFields(BaseModel):
     """A job: ``id, type, status, model, params, script, docker_image, requires_vram_gb,
     allowed_hardware, outputs, worker_id, timeout, created_at, updated_at``; ``job["key"]``
-    reads a field as the original's dict-like jobs did."""
+    reads a field as the original's dict-like jobs did. ``error``: why a failed job
+    failed ("Process exited with return code 3"; ``job.log_tail()``: its log's end)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -115,6 +116,7 @@ class JobFields(BaseModel):
     created_at: datetime | None = None
     updated_at: datetime | None = None
     organization_id: str | None = None
+    error: str | None = None  # why it failed; None unless failed
 
     @overload
     def __getitem__(self, key: _StrKey) -> str: ...

@@ -8,7 +8,7 @@ from typing import Any
 from openweights import ids
 from openweights.adapters.postgres.db import query
 from openweights.api import protocol
-from openweights.domain.aggregates import FILE, JOB
+from openweights.domain.aggregates import FILE, JOB, WORKER
 from openweights.domain.commands import (
     CancelJob,
     ExtendJobTimeout,
@@ -17,9 +17,9 @@ from openweights.domain.commands import (
     SubmitJob,
 )
 from openweights.domain.mounts import mount_targets
-from openweights.errors import InvalidRequest, NotFound
+from openweights.errors import IllegalTransition, InvalidRequest, NotFound
 from openweights.events import JobReset, JobSpec, JobSubmitted
-from openweights.hardware import validate_allowed_hardware
+from openweights.hardware import local_hardware, offers, validate_allowed_hardware
 from openweights.services.api import paging, views
 from openweights.services.api.context import Context, Deps, Page, Seq
 from openweights.subjects import check_token
@@ -56,6 +56,26 @@ def check_mounts(d: Deps, org: str, mounted: Any) -> None:
                 "that returns, like 'conversations:file-0123456789ab'")
 
 
+def check_servable(d: Deps, org: str, req: protocol.JobSubmit) -> None:
+    """A VRAM need nobody chose (the ``Jobs`` default) must fit the machines the local
+    backend starts, or a worker of ``org`` that has joined; else the job would wait
+    forever on a CPU-only stack. Raises :class:`InvalidRequest` saying what to set."""
+    s = d.settings
+    machine = local_hardware(s.local_fake_gpus, s.local_fake_gpu_type)
+    need = req.requires_vram_gb
+    if offers(machine, need, None) or any(
+            w.org == org and w.status in ("starting", "active") and (need or 0) <= w.vram_gb
+            for w in d.fold.of_kind(WORKER)):
+        return
+    raise InvalidRequest(
+        f"{req.id_prefix} needs {need} GB of VRAM (the Jobs default, requires_vram_gb = "
+        f"{need}, which it does not set), and no machine here can have that: this stack "
+        f"starts {machine} machines (OW_LOCAL_FAKE_GPUS={s.local_fake_gpus}) and no worker "
+        "with that VRAM has joined; set `requires_vram_gb = 0` on the job class (or pass "
+        "requires_vram_gb=0 to create()) for a job without a GPU, or the VRAM it needs "
+        "on a stack with GPU machines")
+
+
 MAX_TIMEOUT_S = 365 * 86400.0  # beyond, a deadline means "never" (and may overflow)
 
 
@@ -82,6 +102,8 @@ def validate_submit(d: Deps, org: str, req: protocol.JobSubmit) -> SubmitJob:
     if not req.docker_image.strip():
         raise InvalidRequest("docker_image is empty")
     hardware = validate_allowed_hardware(req.allowed_hardware) if req.allowed_hardware else None
+    if req.vram_defaulted and not hardware:
+        check_servable(d, org, req)
     if req.params.get("mounted_files") is not None:  # None: nothing mounted, as {}
         check_mounts(d, org, req.params["mounted_files"])
     missing = sorted(f for f in referenced_file_ids(req.params)
@@ -125,9 +147,26 @@ async def _change(d: Deps, ctx: Context, job_id: str, cmd: JobCommand,
     check_token(job_id, "job id")
     if d.fold.get(ctx.org, JOB, job_id) is None:
         raise NotFound(f"job {job_id!r} not found")
-    done = await d.executor.execute(ctx.org, JOB, job_id, cmd, ctx.actor, request_id)
+    try:
+        done = await d.executor.execute(ctx.org, JOB, job_id, cmd, ctx.actor, request_id)
+    except IllegalTransition as exc:
+        raise _explained(exc, job_id) from None
     assert done.state is not None
     return Seq(views.job_from_state(done.state, await _outputs(d, ctx.org, job_id)), done.seq)
+
+
+def _explained(exc: IllegalTransition, job_id: str) -> IllegalTransition:
+    """``exc`` in a client's words: the job, its state and the command that helps."""
+    why = {
+        "RestartJob": f"job {job_id} is {exc.state}: only an ended job can be restarted; "
+                      f"cancel it first (`ow cancel {job_id}`) or wait for its end "
+                      f"(`ow logs {job_id} --follow`)",
+        "CancelJob": f"job {job_id} has already ended ({exc.state}); nothing to cancel "
+                     f"(`ow restart {job_id}` runs it again)",
+    }.get(exc.command)
+    if why is None:
+        return exc
+    return IllegalTransition(exc.aggregate, exc.state, exc.command, message=why)
 
 
 async def cancel_job(d: Deps, ctx: Context, req: protocol.JobRef) -> Seq:

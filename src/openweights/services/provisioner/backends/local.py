@@ -18,7 +18,7 @@ import anyio
 
 from openweights.adapters.embedded import die_with_parent
 from openweights.config import Settings, settings_env
-from openweights.hardware import vram_gb
+from openweights.hardware import local_hardware, offers, vram_gb
 from openweights.procs import pid_alive
 from openweights.services.provisioner.port import MachineSpec, MachineStartFailed
 
@@ -34,8 +34,7 @@ class LocalBackend:
 
     @property
     def hardware(self) -> str:
-        n = self.settings.local_fake_gpus
-        return f"{n}x {self.settings.local_fake_gpu_type}" if n > 0 else "cpu"
+        return local_hardware(self.settings.local_fake_gpus, self.settings.local_fake_gpu_type)
 
     @property
     def vram(self) -> int:
@@ -43,9 +42,9 @@ class LocalBackend:
 
     def hardware_options(self, required_vram_gb: int | None,
                          allowed_hardware: list[str] | None) -> list[str]:
-        if allowed_hardware:
-            return [self.hardware] if self.hardware in allowed_hardware else []
-        return [self.hardware] if (required_vram_gb or 0) <= self.vram else []
+        # The api refuses a defaulted VRAM need by the same rule (api/jobs.py).
+        return [self.hardware] if offers(self.hardware, required_vram_gb,
+                                         allowed_hardware) else []
 
     async def start(self, spec: MachineSpec) -> str:
         env = dict(agent_env(self.settings), **spec.env, OW_WORKER_ID=spec.worker_id,
