@@ -197,8 +197,7 @@ def _failure(job: Job, runs: list[Run], tail: str | None) -> list[str]:
         return []
     parts = [f"error: {job.error or 'not recorded (an older api service)'}"]
     if runs and tail:
-        parts += [f"last lines of {runs[-1].id}'s log (all of it: ow logs {job.id}):",
-                  tail.rstrip("\n")]
+        parts += [f"end of its log (all of it: ow logs {job.id}):", tail.rstrip("\n")]
     elif runs:
         parts.append(f"{runs[-1].id} printed nothing")
     return parts
