@@ -48,6 +48,7 @@ from openweights.domain.commands import (
     ExtendJobTimeout,
     ExtendWorkerTTL,
     FailRun,
+    NoteWaitReason,
     RecordMachineFailed,
     RecordMachineStarted,
     RegisterWorker,
@@ -210,6 +211,11 @@ class World:
         self.decide("job", self._job(a, "pending", "in_progress"),
                     ExtendJobTimeout(timeout=timeout), Actor("client", "tok-0"))
 
+    def note_wait(self, a: int, b: int) -> None:
+        reason = None if b % 3 == 0 else f"the organization is at its machine cap ({b})"
+        self.decide("job", self._job(a, "pending"), NoteWaitReason(reason=reason),
+                    Actor("provisioner"))
+
     # -- workers ---------------------------------------------------------------------
     def _new_worker_id(self) -> str:
         self._workers += 1
@@ -299,7 +305,7 @@ class World:
 OPS: dict[str, Callable[[World, int, int], None]] = {
     name: getattr(World, name) for name in (
         "submit", "assign", "start", "complete", "fail", "requeue", "worker_cancel",
-        "store_log", "log", "cancel", "restart", "extend_timeout", "request_worker",
+        "store_log", "log", "cancel", "restart", "extend_timeout", "note_wait", "request_worker",
         "register_worker", "machine_started", "machine_failed", "shutdown", "stopped",
         "lost", "terminate", "extend_ttl", "create_org", "create_token", "revoke_token",
         "set_secret", "remove_secret", "create_file")}

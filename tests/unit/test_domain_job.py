@@ -17,6 +17,7 @@ from openweights.domain.commands import (
     ExtendJobTimeout,
     FailRun,
     JobCommand,
+    NoteWaitReason,
     RequeueJob,
     RestartJob,
     StartRun,
@@ -38,6 +39,7 @@ from openweights.events import (
     JobSpec,
     JobSubmitted,
     JobTimeoutExtended,
+    JobWaitReasonChanged,
     RunLogStored,
     RunStarted,
 )
@@ -141,6 +143,8 @@ STORED = RunLogStored(**meta(A1), job_id=JOB, run_id="r1", worker_id=W1, log_fil
 PLACEMENT = {k: SPEC[k] for k in ("script", "docker_image", "requires_vram_gb",
                                   "allowed_hardware")}
 
+PROVISIONER = Actor("provisioner")
+NO_GPU = "no machine here can have 48 GB of VRAM"
 CASES = [
     Case([], submit(), CLIENT, JobSubmitted(**meta(), **nested(SPEC)), "pending"),
     Case(HISTORY["failed"], submit(requires_vram_gb=80), CLIENT,
@@ -185,6 +189,8 @@ CASES = [
          JobTimeoutExtended(**meta(), job_id=JOB, timeout=LATER), "pending"),
     Case(HISTORY["in_progress"], ExtendJobTimeout(timeout=LATER), CLIENT,
          JobTimeoutExtended(**meta(), job_id=JOB, timeout=LATER), "in_progress"),
+    Case(HISTORY["pending"], NoteWaitReason(reason=NO_GPU), PROVISIONER,
+         JobWaitReasonChanged(**meta(PROVISIONER), job_id=JOB, reason=NO_GPU), "pending"),
 ]
 
 
@@ -228,6 +234,8 @@ MATRIX: list[tuple[JobCommand, Actor, str]] = [
      "illegal fenced event fenced fenced fenced"),
     (STORE, A1, "illegal fenced event event event event"),
     (ExtendJobTimeout(timeout=LATER), CLIENT, "illegal event event illegal illegal illegal"),
+    (NoteWaitReason(reason=NO_GPU), PROVISIONER,
+     "illegal event illegal illegal illegal illegal"),
 ]
 CELLS = [(cmd, by, state, outcome) for cmd, by, row in MATRIX
          for state, outcome in zip(STATES, row.split(), strict=True)]
@@ -453,3 +461,19 @@ def test_evolve_refuses_an_impossible_history() -> None:
         job.evolve(None, assigned())
     with pytest.raises(IllegalTransition, match=r"'completed' cannot accept job\.completed/1"):
         given(*HISTORY["completed"], completed())
+
+
+# -- why a pending job waits -------------------------------------------------------------
+def test_a_wait_reason_is_an_event_only_when_it_changes_and_ends_with_the_wait() -> None:
+    noted = JobWaitReasonChanged(**meta(PROVISIONER), job_id=JOB, reason=NO_GPU)
+    state = given(submitted(), noted)
+    assert state is not None and state.wait_reason == NO_GPU
+    assert state.updated_at == T0  # its place in the queue keeps
+    assert when(state, NoteWaitReason(reason=NO_GPU), PROVISIONER) == []
+    assert when(state, NoteWaitReason(reason=None), PROVISIONER) == [
+        JobWaitReasonChanged(**meta(PROVISIONER), job_id=JOB, reason=None)]
+    for then in (assigned(), JobCanceled(**meta(), job_id=JOB)):
+        after = job.evolve(state, then)
+        assert after.wait_reason is None  # it no longer waits
+    again = given(submitted(), noted, assigned(), requeued())
+    assert again is not None and again.status == "pending" and again.wait_reason is None

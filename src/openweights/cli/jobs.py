@@ -164,7 +164,7 @@ def restart(job_id: str, as_json: bool = JSON_OPT) -> None:
 def _jobs_table(jobs: list[Job]) -> Table:
     # Ids are never cut (they go into the next command): at 80 columns the model, then
     # the type, then the time are left out first.
-    rows = [[j.id, j.type, j.status, j.model or "", j.worker_id or "", when(j.updated_at)]
+    rows = [[j.id, j.type, _status(j), j.model or "", j.worker_id or "", when(j.updated_at)]
             for j in jobs]
     return fit_table(console, ["id", "type", "status", "model", "worker", "updated"], rows,
                      ids=["id", "worker"], droppable=["model", "type", "updated"])
@@ -178,6 +178,8 @@ def _job_details(job: Job, runs: list[Run]) -> list[Any]:
                  "allowed_hardware", "worker_id"):
         value = getattr(job, name)
         head.add_row(name, "" if value is None else str(value))
+    if job.wait_reason:
+        head.add_row("waiting", job.wait_reason)
     for name in ("created_at", "updated_at", "timeout"):
         head.add_row(name, when(getattr(job, name)))
     head.add_row("params", to_json(job.params, None))
@@ -201,6 +203,11 @@ def _failure(job: Job, runs: list[Run], tail: str | None) -> list[str]:
     elif runs:
         parts.append(f"{runs[-1].id} printed nothing")
     return parts
+
+
+def _status(job: Job) -> str:
+    """A job's state, and for a pending job that is not placed, why (the provisioner's)."""
+    return f"{job.status}: {job.wait_reason}" if job.wait_reason else job.status
 
 
 def _pick_run(ow: OpenWeights, job_id: str, run_id: str | None) -> Run:

@@ -79,9 +79,15 @@ class ExtendJobTimeout(Command, frozen=True):
     timeout: datetime | None
 
 
+class NoteWaitReason(Command, frozen=True):
+    """Say why a pending job waits (None: it no longer does); the provisioner's."""
+
+    reason: str | None
+
+
 JobCommand = (
     SubmitJob | RestartJob | CancelJob | AssignJob | StartRun | CompleteRun | FailRun
-    | RequeueJob | StoreRunLog | ExtendJobTimeout
+    | RequeueJob | StoreRunLog | ExtendJobTimeout | NoteWaitReason
 )
 
 

@@ -35,6 +35,7 @@ from openweights.domain.commands import (
     ExtendJobTimeout,
     FailRun,
     JobCommand,
+    NoteWaitReason,
     RequeueJob,
     RestartJob,
     StartRun,
@@ -55,6 +56,7 @@ from openweights.events import (
     JobSpec,
     JobSubmitted,
     JobTimeoutExtended,
+    JobWaitReasonChanged,
     RunLogStored,
     RunStarted,
 )
@@ -88,6 +90,7 @@ TRANSITIONS: dict[tuple[str | None, type[Event]], str] = {
     ("in_progress", RunLogStored): "*",
     ("pending", JobTimeoutExtended): "*",
     ("in_progress", JobTimeoutExtended): "*",
+    ("pending", JobWaitReasonChanged): "*",
 }
 
 
@@ -114,6 +117,9 @@ class JobState(msgspec.Struct, frozen=True, gc=False):
     runs: tuple[RunState, ...] = ()
     lost_in_a_row: int = 0  # its last runs that lost their machine, since any other end
     error: str | None = None  # why it failed (its ``job.failed``); None unless failed
+    # Why it is pending and not placed (None: not pending, or a worker is there or
+    # coming); cleared by every change of its status.
+    wait_reason: str | None = None
 
     @property
     def open_run(self) -> RunState | None:
@@ -201,6 +207,11 @@ def decide(state: JobState | None, cmd: JobCommand, now: datetime, by: Actor) ->
             if timeout == state.spec.timeout:
                 return []
             return [JobTimeoutExtended(**meta, job_id=state.id, timeout=timeout)]
+        case NoteWaitReason(reason=reason):
+            _check(state, JobWaitReasonChanged, name)
+            if reason == state.wait_reason:
+                return []  # only a change is an event
+            return [JobWaitReasonChanged(**meta, job_id=state.id, reason=reason)]
     raise TypeError(f"not a job command: {cmd!r}")
 
 
@@ -250,7 +261,13 @@ def evolve(state: JobState | None, event: Event) -> JobState:
                         created_at=event.at, updated_at=event.at)
     assert state is not None
     status = state.status if after == "*" else after
-    return _apply(state, event, status)  # type: ignore[arg-type]
+    if isinstance(event, JobWaitReasonChanged):
+        # Not ``updated_at``: a job's place in the queue (``matching.priority``) keeps.
+        return msgspec.structs.replace(state, wait_reason=event.reason)
+    new = _apply(state, event, status)  # type: ignore[arg-type]
+    if state.wait_reason is not None and (status != state.status or isinstance(event, JobReset)):
+        new = msgspec.structs.replace(new, wait_reason=None)  # it waits anew, if at all
+    return new
 
 
 def _with_run(state: JobState, run_id: str, **changes: Any) -> tuple[RunState, ...]:

@@ -13,6 +13,7 @@ from openweights.events.job import (
     JobSpec,
     JobSubmitted,
     JobTimeoutExtended,
+    JobWaitReasonChanged,
     RunLogStored,
     RunStarted,
 )
@@ -40,8 +41,8 @@ from openweights.events.worker import (
 __all__ = [
     "ALL_EVENTS", "Actor", "AnyEvent", "Event", "FileCreated", "JobAssigned", "JobCanceled",
     "JobCompleted", "JobFailed", "JobRequeued", "JobRequirementsChanged", "JobReset", "JobSpec",
-    "JobSubmitted", "JobTimeoutExtended", "OrganizationCreated", "RunEventLogged",
-    "RunFileUploaded", "RunLogStored", "RunStarted", "SecretRemoved", "SecretSet",
+    "JobSubmitted", "JobTimeoutExtended", "JobWaitReasonChanged", "OrganizationCreated",
+    "RunEventLogged", "RunFileUploaded", "RunLogStored", "RunStarted", "SecretRemoved", "SecretSet",
     "TokenCreated", "TokenRevoked", "WorkerLost", "WorkerMachineFailed",
     "WorkerMachineStarted", "WorkerRegistered", "WorkerRequested", "WorkerShutdownRequested",
     "WorkerStopped", "WorkerTTLExtended", "WorkerTerminated", "decode", "decode_one", "encode",

@@ -130,7 +130,17 @@ class JobTimeoutExtended(Event, frozen=True, tag="job.timeout_extended/1"):
     timeout: datetime | None
 
 
+class JobWaitReasonChanged(Event, frozen=True, tag="job.wait_reason_changed/1"):
+    """Why a pending job is not placed changed (the provisioner's finding: no machine
+    here can have its VRAM, its organization is at its machine cap...); ``None``: a
+    worker is there or coming. Appended only when the reason changes, never per check."""
+
+    job_id: str
+    reason: str | None
+
+
 JOB_EVENTS = (
     JobSubmitted, JobReset, JobRequirementsChanged, JobAssigned, RunStarted, JobCompleted,
     JobFailed, JobCanceled, JobRequeued, RunLogStored, JobTimeoutExtended,
+    JobWaitReasonChanged,
 )

@@ -34,7 +34,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
                 "logfile", "reason", "cached_models", "created_at", "updated_at"),
     "jobs": ("id", "organization_id", "type", "model", "params", "script", "docker_image",
              "requires_vram_gb", "allowed_hardware", "status", "worker_id", "outputs",
-             "timeout", "created_at", "updated_at", "error"),
+             "timeout", "created_at", "updated_at", "error", "wait_reason"),
     "runs": ("id", "job_id", "attempt", "organization_id", "worker_id", "status", "log_file",
              "created_at", "updated_at", "started_at"),
     "events": ("seq", "idx", "organization_id", "job_id", "run_id", "data", "file",
@@ -76,7 +76,7 @@ def job_row(s: JobState, outputs: dict[str, Any]) -> Row:
     p = s.spec
     return (s.id, s.org, p.type, p.model, p.params, p.script, p.docker_image,
             p.requires_vram_gb, p.allowed_hardware, s.status, s.worker_id, outputs, p.timeout,
-            s.created_at, s.updated_at, s.error)
+            s.created_at, s.updated_at, s.error, s.wait_reason)
 
 
 def run_row(s: RunState, org: str) -> Row:
@@ -131,7 +131,7 @@ def job_state(row: Mapping[str, Any], runs: list[Mapping[str, Any]]) -> JobState
     return JobState(org=row["organization_id"], spec=spec,
                     runs=tuple(run_state(r) for r in ordered),
                     **_d(row, "id", "status", "worker_id", "created_at", "updated_at",
-                         "error"))
+                         "error", "wait_reason"))
 
 
 def as_dict(row: Row, table: str) -> dict[str, Any]:

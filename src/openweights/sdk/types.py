@@ -88,7 +88,7 @@ class WorkerStatus(TypedDict):
 
 
 _StrKey = Literal["id", "type", "status", "script", "docker_image"]
-_OptStrKey = Literal["model", "worker_id", "organization_id", "error"]
+_OptStrKey = Literal["model", "worker_id", "organization_id", "wait_reason", "error"]
 _DictKey = Literal["params", "outputs"]
 _TimeKey = Literal["timeout", "created_at", "updated_at"]
 
@@ -97,7 +97,10 @@ class JobFields(BaseModel):
     """A job: ``id, type, status, model, params, script, docker_image, requires_vram_gb,
     allowed_hardware, outputs, worker_id, timeout, created_at, updated_at``; ``job["key"]``
     reads a field as the original's dict-like jobs did. ``error``: why a failed job
-    failed ("Process exited with return code 3"; ``job.log_tail()``: its log's end)."""
+    failed ("Process exited with return code 3"; ``job.log_tail()``: its log's end).
+    ``wait_reason``: why a pending job is not placed yet ("no machine here can have
+    200 GB of VRAM", "the organization is at its machine cap (4)"...); None when a
+    worker is there or coming."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -117,6 +120,7 @@ class JobFields(BaseModel):
     updated_at: datetime | None = None
     organization_id: str | None = None
     error: str | None = None  # why it failed; None unless failed
+    wait_reason: str | None = None
 
     @overload
     def __getitem__(self, key: _StrKey) -> str: ...

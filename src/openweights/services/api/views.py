@@ -22,7 +22,7 @@ _encode = msgspec.json.Encoder().encode
 
 JOB_FIELDS = ("id", "type", "status", "model", "params", "script", "docker_image",
               "requires_vram_gb", "allowed_hardware", "outputs", "worker_id", "timeout",
-              "created_at", "updated_at", "organization_id", "error")
+              "created_at", "updated_at", "organization_id", "wait_reason", "error")
 
 
 def job_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def job_from_state(s: JobState, outputs: dict[str, Any]) -> dict[str, Any]:
     return refer_large_outputs({
         "id": s.id, "status": s.status, **msgspec.structs.asdict(s.spec), "outputs": outputs,
         "worker_id": s.worker_id, "created_at": s.created_at, "updated_at": s.updated_at,
-        "organization_id": s.org,
+        "organization_id": s.org, "wait_reason": s.wait_reason,
         "error": s.error})
 
 

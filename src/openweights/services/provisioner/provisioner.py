@@ -1,9 +1,11 @@
 """The provisioner: starts machines for unmet demand and releases what is not needed.
 
-Demand is the pending jobs grouped by image and hardware need; supply is the starting
-workers of that image and the idle active ones that match. Every decision is an event
-with its reason (``WorkerRequested``, ``WorkerShutdownRequested``, ``WorkerTerminated``),
-so ``ow audit worker <id>`` explains why a machine exists and why it went away.
+Demand is placed per job (``placement``): a job an idle worker matches or a starting
+machine can serve needs nothing new, any other gets a machine sized for its own need.
+Every decision is an event with its reason (``WorkerRequested``,
+``WorkerShutdownRequested``, ``WorkerTerminated``), so ``ow audit worker <id>`` explains
+why a machine exists and why it went away; and a job that waits says why
+(``JobWaitReasonChanged``, appended when its reason changes).
 
 Limits: the operator's ``OW_MAX_WORKERS`` bounds the live machines in all and those of
 any one organization (whose ``MAX_WORKERS`` secret can only lower its own); when it
@@ -28,6 +30,7 @@ from openweights.config import Settings
 from openweights.domain.aggregates import JOB, SECRET, TOKEN, WORKER
 from openweights.domain.commands import (
     CreateToken,
+    NoteWaitReason,
     RecordMachineFailed,
     RecordMachineStarted,
     RequestShutdown,
@@ -37,7 +40,6 @@ from openweights.domain.commands import (
     WorkerCommand,
 )
 from openweights.domain.job import JobState
-from openweights.domain.matching import matches
 from openweights.domain.worker import WorkerState
 from openweights.errors import Conflict, OpenWeightsError
 from openweights.events import (
@@ -53,11 +55,21 @@ from openweights.execute import Executor
 from openweights.secretbox import SecretBox
 from openweights.services.lifecycle import declare_lost
 from openweights.services.provisioner.pacing import StartPacing, share
+from openweights.services.provisioner.placement import (
+    Placement,
+    at_cap,
+    cooling_down,
+    place,
+    takes_slot,
+)
 from openweights.services.provisioner.port import MachineBackend, MachineSpec, MachineStartFailed
 
 log = structlog.get_logger("provisioner")
 ME = Actor("provisioner")
 NEVER_REGISTERED = "never registered"
+# Wait reasons appended per reconcile at most; the rest follow in the next (each append
+# wakes the loop), so a long queue meeting a cap does not stall one pass.
+NOTES_PER_PASS = 64
 
 
 class Provisioner:
@@ -86,10 +98,11 @@ class Provisioner:
         self._wake.set()
 
     def _on_worker_event(self, org: str, event: Event, w: WorkerState) -> None:
-        """A machine that died unasked before ending a run was a start wasted (pacing)."""
+        """A machine that died unasked before ending a run was a start wasted (pacing);
+        a worker started by hand (no backend) was no start of ours."""
         died = isinstance(event, WorkerLost | WorkerMachineFailed) or (
             isinstance(event, WorkerTerminated) and event.reason == NEVER_REGISTERED)
-        if died and (org, w.id) not in self._worked:
+        if died and w.backend is not None and (org, w.id) not in self._worked:
             self.pacing.died(org, event.at)
         if w.status == "terminated":
             self._worked.discard((org, w.id))
@@ -147,14 +160,17 @@ class Provisioner:
         for org in sorted(set(workers) | set(pending)):
             await self._release(workers[org], open_jobs, now)
             await self._scale_down(workers[org], busy, now)
-        live = {org: sum(w.status != "terminated" for w in ws) for org, ws in workers.items()}
+        live = {org: sum(takes_slot(w, busy) for w in ws) for org, ws in workers.items()}
         room = self.settings.max_workers - sum(live.values())
-        # An upper bound of each org's need (idle workers may serve some of it).
-        demand = {org: min(len(jobs), self.max_workers(org) - live.get(org, 0))
-                  for org, jobs in pending.items() if self._may_start(org, now)}
-        for org, budget in share(room, demand).items():
-            if budget > 0:
-                await self._scale_up(org, workers[org], pending[org], busy, budget)
+        plans = {org: place(js, workers[org], busy, self.backend.hardware_options)
+                 for org, js in pending.items()}
+        demand = {org: min(len(plan.needs), self.max_workers(org) - live.get(org, 0))
+                  for org, plan in plans.items() if self._may_start(org, now)}
+        budgets = share(room, demand)
+        notes = NOTES_PER_PASS
+        for org, plan in sorted(plans.items()):
+            await self._scale_up(org, plan, budgets.get(org, 0), live.get(org, 0), now)
+            notes = await self._note_waits(org, plan.waits, notes)
 
     def _may_start(self, org: str, now: datetime) -> bool:
         """Whether ``org``'s starts are not backed off (said in the log once per wait)."""
@@ -223,50 +239,54 @@ class Provisioner:
                                    RequestShutdown(reason=f"idle since {last.isoformat()}"))
 
     # -- starting ------------------------------------------------------------------------
-    async def _scale_up(self, org: str, ws: list[WorkerState], pending: list[JobState],
-                        busy: set[tuple[str, str]], budget: int) -> None:
-        """Start machines for ``org``'s unmet demand: at most ``budget`` (its share of the
-        operator's limit) and never past its own limit."""
-        live = [w for w in ws if w.status != "terminated"]
-        slots = min(budget, self.max_workers(org) - len(live))
-        idle = [w for w in ws if w.status == "active" and (w.org, w.id) not in busy]
-        starting = [w for w in ws if w.status == "starting"]
-        groups: dict[tuple[str, tuple[str, ...] | None], list[JobState]] = defaultdict(list)
-        for j in pending:
-            hardware = j.spec.allowed_hardware
-            key = (j.spec.docker_image, tuple(sorted(hardware)) if hardware else None)
-            groups[key].append(j)
-        for (image, _), group in sorted(groups.items(), key=lambda kv: kv[0][0]):
-            served = 0
-            for j in group:  # jobs an idle worker can take need no new machine
-                match = next((w for w in idle if matches(j, w)), None)
-                if match is not None:
-                    idle.remove(match)
-                    served += 1
-            same_image = sum(1 for w in starting if w.docker_image == image)
-            unmet = len(group) - served - same_image
-            n = min(unmet, slots)
-            for _ in range(max(n, 0)):
-                if await self._start(org, image, group):
-                    slots -= 1
+    async def _scale_up(self, org: str, plan: Placement, budget: int, live: int,
+                        now: datetime) -> None:
+        """Start a machine for each job of ``org`` that needs one: at most ``budget`` (its
+        share of the operator's limit, never past its own); the others wait, saying why."""
+        started = 0
+        for j, options in plan.needs:
+            if started < budget:
+                if await self._start(org, j, options[0]):
+                    started += 1
+                    plan.waits[j.id] = None
+                continue  # a start that failed backs the organization off (pacing)
+            until = self.pacing.not_before(org)
+            cause = (cooling_down(until) if until is not None and now < until else
+                     at_cap(self.max_workers(org), live + started, self.settings.max_workers))
+            plan.waits[j.id] = cause  # not which workers are busy: that changes every run
 
-    async def _start(self, org: str, image: str, group: list[JobState]) -> bool:
-        need = max((j.spec.requires_vram_gb or 0) for j in group)
-        allowed = group[0].spec.allowed_hardware
-        options = self.backend.hardware_options(need, allowed)
-        if not options:
-            log.warning("provisioner.no_hardware", org=org, image=image, vram=need,
-                        allowed=allowed)
-            return False
+    async def _note_waits(self, org: str, waits: dict[str, str | None], budget: int) -> int:
+        """Append each job's wait reason where it changed (at most ``budget`` of them;
+        the rest in the next pass); returns the budget left."""
+        for job_id, reason in waits.items():
+            state = self.fold.get(org, JOB, job_id)
+            if state is None or state.status != "pending" or state.wait_reason == reason:
+                continue
+            if budget <= 0:
+                self._wake.set()
+                return 0
+            budget -= 1
+            try:  # not settled: the next pass folds it before it reads the reason
+                await self.executor.execute(org, JOB, job_id, NoteWaitReason(reason=reason),
+                                            ME, settle=False)
+            except Conflict as exc:  # assigned or canceled meanwhile: it waits no more
+                log.debug("provisioner.wait_not_noted", job=job_id, reason=str(exc))
+                continue
+            if reason is not None:  # said once per change, not per pass
+                log.info("provisioner.job_waiting", org=org, job=job_id, reason=reason)
+        return budget
+
+    async def _start(self, org: str, j: JobState, hardware: str) -> bool:
+        image = j.spec.docker_image
         worker_id = f"{org}-{secrets.token_hex(4)}"
-        reason = f"{len(group)} pending job(s) for {image} (first: {group[0].id})"
+        reason = f"pending job {j.id} needs a {hardware} machine of {image}"
         requested = RequestWorker(worker_id=worker_id, org=org, backend=self.backend.name,
-                                  hardware=options[0], docker_image=image, reason=reason)
+                                  hardware=hardware, docker_image=image, reason=reason)
         if not await self._record(org, worker_id, requested):
             return False
         try:
             machine_id = await self.backend.start(MachineSpec(
-                worker_id=worker_id, org=org, hardware=options[0], docker_image=image,
+                worker_id=worker_id, org=org, hardware=hardware, docker_image=image,
                 env=await self._worker_credentials(org, worker_id)))
         except MachineStartFailed as exc:
             await self._record(org, worker_id, RecordMachineFailed(error=str(exc)))
