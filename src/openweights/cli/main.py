@@ -14,7 +14,7 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from openweights.cli import audit, demo, files, jobs, replay, tenancy, workers
+from openweights.cli import audit, demo, exec_cmd, files, jobs, replay, tenancy, workers
 from openweights.cli.common import console, friendly, settings
 
 
@@ -67,6 +67,7 @@ app.add_typer(_group("Complete histories from the event log.", {
 app.command("ls", cls=Command)(jobs.ls)
 _commands(app, jobs.show, jobs.logs, jobs.events, jobs.cancel, jobs.restart, files.fetch,
           workers.workers)
+app.command("exec", cls=Command)(exec_cmd.exec_)
 app.add_typer(_group("Upload and inspect files.", {"upload": files.upload}), name="files")
 app.add_typer(_group("Organizations (operators).", {"create": tenancy.org_create}), name="org")
 app.add_typer(_group("API tokens of your organization.", {
