@@ -43,7 +43,9 @@ def _job_tags(lab, job_id: str) -> list[str]:
 
 def _assert_requeued_then_completed_by(lab, job_id: str, first: str, second: str,
                                        run_status: str, reason: str) -> None:
-    history = lab.read("job", job_id)
+    # A wait reason is a note about the queue, not a step of the job's lifecycle: the
+    # lost machine may back the org's next start off long enough for one to be noted.
+    history = [s for s in lab.read("job", job_id) if s.event.tag != "job.wait_reason_changed/1"]
     assert [s.event.tag for s in history] == [
         "job.submitted/2", "job.assigned/1", "run.started/1", "job.requeued/1",
         "job.assigned/1", "run.started/1", "job.completed/1"]
