@@ -94,3 +94,13 @@ def test_download_lists_every_path_under_the_target_as_given(
     assert [p.as_posix() for p in written] == [
         f"out/{agent.run_id}.log", "out/nested/result.json"], written
     assert (tmp_path / "out/nested/result.json").read_bytes() == b"{}"
+
+
+def test_show_prints_its_runs_ids_whole(stack: Settings, ow: OpenWeights) -> None:
+    agent = FakeAgent(ow, stack, "customjob-0123456789ab-show-narrow")
+    agent.start()
+    shown = cli(stack, "show", agent.job_id)
+    assert shown.exit_code == 0, shown.output
+    assert max(map(len, shown.output.splitlines())) <= 80
+    assert agent.run_id in shown.output, shown.output  # copied into `ow logs`, say
+    assert re.search(r"\bw1\b", shown.output)

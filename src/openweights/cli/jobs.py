@@ -184,12 +184,12 @@ def _job_details(job: Job, runs: list[Run]) -> list[Any]:
         head.add_row(name, when(getattr(job, name)))
     head.add_row("params", to_json(job.params, None))
     head.add_row("script", job.script)
-    table = Table(title="runs")
-    for col in ("run", "attempt", "status", "worker", "started", "updated", "log file"):
-        table.add_column(col)
-    for r in runs:
-        table.add_row(r.id, str(r.attempt), r.status, r.worker_id or "", when(r.started_at),
-                      when(r.updated_at), r.log_file or "")
+    # Run, worker and log-file ids whole, as in `ow ls`: the times go first at 80 columns.
+    rows = [[r.id, str(r.attempt), r.status, r.worker_id or "", when(r.started_at),
+             when(r.updated_at), r.log_file or ""] for r in runs]
+    table = fit_table(console, ["run", "attempt", "status", "worker", "started", "updated",
+                                "log file"], rows, ids=["run", "worker", "log file"],
+                      droppable=["updated", "started", "attempt"], title="runs")
     return [head, table, "outputs:", to_json(job.outputs)]
 
 
