@@ -78,6 +78,17 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
     server.stop()
 
 
+@pytest.fixture
+def outside_basetemp() -> Iterator[Path]:
+    """A temp dir for a test's own embedded Postgres: not under pytest's basetemp (see
+    ``postgres_url``), removed after the test."""
+    path = Path(tempfile.mkdtemp(prefix="ow-test-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     given = os.environ.get("OW_DATABASE_URL")

@@ -13,10 +13,10 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.mark.timeout(300)  # about 30 s: a soak, with kills, restarts and recoveries
-async def test_short_chaos_soak_loses_nothing(tmp_path: Path) -> None:
+async def test_short_chaos_soak_loses_nothing(outside_basetemp: Path) -> None:
     plan = ChaosPlan(jobs=100, agents=6, cancel_after_s=(0.5, 2.0), metrics_per_job=20,
                      service_kills=1)
-    report = await run_chaos(tmp_path / "stack", plan)
+    report = await run_chaos(outside_basetemp / "stack", plan)
     print(report.table())
     assert report.ok, report.table()
     for part in ("agent", "scheduler", "projector", "api", "nats", "postgres"):
