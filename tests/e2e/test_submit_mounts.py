@@ -9,22 +9,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
-import nats
 import pytest
 
 from openweights import OpenWeights
 from openweights.config import Settings
 from openweights.errors import InvalidRequest
-from openweights.subjects import Subjects
-
-
-async def _last_seq(settings: Settings) -> int:
-    nc = await nats.connect(str(settings.nats_url))
-    try:
-        info = await nc.jetstream().stream_info(Subjects(settings.namespace).events_stream)
-        return int(info.state.last_seq)
-    finally:
-        await nc.close()
+from tests.e2e.test_bad_input import _last_seq
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from openweights.services.provisioner.backends.local import LocalBackend
 from openweights.services.provisioner.bootstrap import compose
 from openweights.services.provisioner.provisioner import ME, Provisioner
 from openweights.services.runtime import nats_connection
+from openweights.services.testing.clock import MovableClock
 from openweights.services.testing.stack import services_thread
 
 pytestmark = pytest.mark.anyio
@@ -41,18 +41,6 @@ WITHIN_S = 60.0
 MAX_LOST_RUNS = 3  # domain/job.py: the lost runs in a row that fail a job
 
 
-class MovableClock:
-    """Real time plus what the test moved it by: never behind the real clock, so the
-    scheduler's own deadline checks (on real time) see nothing age faster."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += timedelta(seconds=seconds)
 
 
 class Watch:

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from openweights.domain.commands import AssignJob, CreateToken, StartRun
 from openweights.errors import AuthenticationError
 from openweights.events import Actor, decode
 from openweights.secretbox import new_key
+from openweights.services.testing.clock import MovableClock
 from openweights.services.testing.stack import services_thread
 from openweights.subjects import Subjects
 
@@ -67,17 +68,6 @@ async def _sql(url: str, sql: str) -> None:
         await conn.close()
 
 
-class MovableClock:
-    """The services' clock: real time plus what a test moved it by (token expiry)."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += timedelta(seconds=seconds)
 
 
 @dataclass
