@@ -167,7 +167,7 @@ def test_five_consecutive_failures_stop_the_agent(lab) -> None:
     assert seen.log_tail().splitlines()[-1] == "failing"
     history = [s.event for s in lab.read("worker", worker)]
     assert [e.tag for e in history] == [
-        "worker.requested/1", "worker.machine_started/1", "worker.registered/1",
+        "worker.requested/1", "worker.machine_started/2", "worker.registered/1",
         "worker.stopped/1", "worker.terminated/1"]
     assert history[3].reason == "5 consecutive failed jobs"
     assert len(lab.live.of(WorkerRegistered)) == 1

@@ -30,7 +30,7 @@ def test_an_idle_managed_worker_is_shut_down_and_an_unmanaged_one_never(lab) -> 
     rows = anyio.run(history, settings, settings.default_org, "worker", managed)
     events = [(r["event"], r["by"]["kind"], r["changes"].get("reason")) for r in rows]
     assert [e[0] for e in events] == [
-        "worker.requested/1", "worker.machine_started/1", "worker.registered/1",
+        "worker.requested/1", "worker.machine_started/2", "worker.registered/1",
         "worker.shutdown_requested/1", "worker.stopped/1", "worker.terminated/1"]
     _, _, _, (_, by, reason), _, _ = events
     assert by == "provisioner" and reason.startswith("idle since")

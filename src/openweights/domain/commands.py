@@ -104,6 +104,7 @@ class RequestWorker(Command, frozen=True):
 
 class RecordMachineStarted(Command, frozen=True):
     machine_id: str
+    price_per_hour: float = 0.0  # USD per hour while the machine lives (its catalog price)
 
 
 class RecordMachineFailed(Command, frozen=True):

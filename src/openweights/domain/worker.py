@@ -84,6 +84,7 @@ class WorkerState(msgspec.Struct, frozen=True, gc=False):
     gpu_count: int = 0
     vram_gb: int = 0
     machine_id: str | None = None
+    price_per_hour: float = 0.0  # USD, recorded when its machine started
     ttl_until: datetime | None = None
     log_file: str | None = None
     reason: str | None = None  # why it was requested, or why it stopped
@@ -100,8 +101,9 @@ def _event_for(state: WorkerState | None, cmd: WorkerCommand, meta: dict[str, An
             return WorkerRequested(**meta, **msgspec.structs.asdict(cmd))
         case RegisterWorker():
             return WorkerRegistered(**meta, **msgspec.structs.asdict(cmd))
-        case RecordMachineStarted(machine_id=machine_id):
-            return WorkerMachineStarted(**meta, worker_id=wid, machine_id=machine_id)
+        case RecordMachineStarted(machine_id=machine_id, price_per_hour=price):
+            return WorkerMachineStarted(**meta, worker_id=wid, machine_id=machine_id,
+                                        price_per_hour=price)
         case RecordMachineFailed(error=error):
             return WorkerMachineFailed(**meta, worker_id=wid, error=error)
         case RequestShutdown(reason=reason):
@@ -156,7 +158,8 @@ def evolve(state: WorkerState | None, event: Event) -> WorkerState:
                      gpu_type=event.gpu_type, gpu_count=event.gpu_count,
                      vram_gb=event.vram_gb, ttl_until=event.ttl_until)
         case WorkerMachineStarted():
-            return r(state, machine_id=event.machine_id, updated_at=at)
+            return r(state, machine_id=event.machine_id, price_per_hour=event.price_per_hour,
+                     updated_at=at)
         case WorkerMachineFailed():
             return r(state, status=status, reason=event.error, updated_at=at)
         case WorkerShutdownRequested() | WorkerLost() | WorkerTerminated():

@@ -59,3 +59,9 @@ def _submitted_v1(raw: dict[str, Any]) -> dict[str, Any]:
 @register_upcaster("job.reset/1")
 def _reset_v1(raw: dict[str, Any]) -> dict[str, Any]:
     return _nest_spec(raw, "job.reset/2")
+
+
+@register_upcaster("worker.machine_started/1")
+def _machine_started_v1(raw: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 records the machine's price; an old start cost nothing recorded."""
+    return {**raw, "event": "worker.machine_started/2", "price_per_hour": 0.0}

@@ -24,9 +24,15 @@ class WorkerRequested(Event, frozen=True, tag="worker.requested/1"):
     managed: bool = True
 
 
-class WorkerMachineStarted(Event, frozen=True, tag="worker.machine_started/1"):
+class WorkerMachineStarted(Event, frozen=True, tag="worker.machine_started/2"):
+    """The backend started the machine. ``price_per_hour`` (USD) is what it costs while it
+    lives, from the hardware catalog at start; costs are projected from it (version 1 had
+    no price and is upcast to 0: machines started before prices were recorded cost nothing).
+    """
+
     worker_id: str
     machine_id: str
+    price_per_hour: float = 0.0
 
 
 class WorkerMachineFailed(Event, frozen=True, tag="worker.machine_failed/1"):
