@@ -124,6 +124,8 @@ class JobRef(Request, kw_only=True):
 class JobList(Request, kw_only=True):
     limit: int = 10
     status: str | None = None
+    type: str | None = None  # only jobs of this type
+    search: str | None = None  # only jobs whose id or model contains this (any case)
     cursor: str | None = None  # from a reply's ``next``: where the last page ended
 
 

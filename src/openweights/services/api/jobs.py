@@ -28,6 +28,7 @@ API_LEASE_S = 15 * 60
 MAX_LEASE_S = 24 * 3600
 JOB_TYPES = frozenset({"fine-tuning", "inference", "script", "api", "custom"})
 _JOB_STATUSES = frozenset({"pending", "in_progress", "completed", "failed", "canceled"})
+MAX_SEARCH = 200  # characters of a jobs.list search: an id or a model name fits
 
 
 def referenced_file_ids(value: Any) -> set[str]:
@@ -200,8 +201,11 @@ async def list_jobs(d: Deps, ctx: Context, req: protocol.JobList) -> Page:
         raise InvalidRequest(f"status {req.status!r} is not one of {sorted(_JOB_STATUSES)}")
     if not 1 <= req.limit <= 10_000:
         raise InvalidRequest("limit must be between 1 and 10000")
-    return await paging.job_page(d, query("api_jobs_list"), (ctx.org, req.status), req.limit,
-                                 req.cursor)
+    if req.search is not None and len(req.search) > MAX_SEARCH:
+        raise InvalidRequest(f"search is at most {MAX_SEARCH} characters")
+    return await paging.job_page(d, query("api_jobs_list"),
+                                 (ctx.org, req.status, req.type, req.search or None),
+                                 req.limit, req.cursor)
 
 
 async def find_jobs(d: Deps, ctx: Context, req: protocol.JobFind) -> Page:
