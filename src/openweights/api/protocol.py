@@ -129,6 +129,12 @@ class JobList(Request, kw_only=True):
     cursor: str | None = None  # from a reply's ``next``: where the last page ended
 
 
+class JobHistory(Request, kw_only=True):
+    job_id: str
+    after_seq: Position = 0  # from a reply's ``next``: the last message a page held
+    limit: int = 1000
+
+
 class JobLease(Request, kw_only=True):
     """Keep a job (an API deployment) alive: its timeout moves to now + ``seconds``."""
 
@@ -345,6 +351,7 @@ ENDPOINTS: dict[str, type[Request]] = {
     "jobs.cancel": JobRef,
     "jobs.restart": JobRef,
     "jobs.lease": JobLease,
+    "jobs.history": JobHistory,
     "runs.list": RunList,
     "runs.get": RunRef,
     "events.list": EventList,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from openweights.api import protocol
-from openweights.services.api import agents, files, jobs, runs, tenancy, workers
+from openweights.services.api import agents, files, history, jobs, runs, tenancy, workers
 from openweights.services.api.context import Handler
 
 ROUTES: dict[str, Handler] = {
@@ -14,6 +14,7 @@ ROUTES: dict[str, Handler] = {
     "jobs.cancel": jobs.cancel_job,
     "jobs.restart": jobs.restart_job,
     "jobs.lease": jobs.renew_job_lease,
+    "jobs.history": history.job_history,
     "runs.list": runs.list_runs,
     "runs.get": runs.get_run,
     "events.list": runs.list_events,
