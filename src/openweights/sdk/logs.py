@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import anyio
@@ -50,6 +51,15 @@ async def follow_logs(t: Transport, run_id: str, after_seq: int = 0) -> AsyncIte
     job prints them, until the run ends (its job ended, or was requeued to another run).
 
     Raises ``NotFound`` for an unknown run."""
+    async with aclosing(follow_chunks(t, run_id, after_seq)) as chunks:
+        async for chunk in chunks:  # closed with this one: it unsubscribes at once
+            yield chunk.text
+
+
+async def follow_chunks(t: Transport, run_id: str,
+                        after_seq: int = 0) -> AsyncIterator[LogChunk]:
+    """:func:`follow_logs` with each chunk's log position, so that a follower that
+    reconnects (the dashboard's browser) resumes after the last one it got."""
     run = await t.call("runs.get", read=True, run_id=run_id)
     nc = await t.connect()
     send, receive = anyio.create_memory_object_stream[Msg](math.inf)
@@ -67,9 +77,9 @@ async def follow_logs(t: Transport, run_id: str, after_seq: int = 0) -> AsyncIte
         # just before we subscribed, not yet projected, would otherwise be followed forever.
         now = await t.call("runs.get", run_id=run_id, min_seq=-1)
         over = now["status"] in TERMINAL
-        async for seq, text in read_logs(t, run_id, last):
-            last = seq
-            yield text
+        async for chunk in read_logs(t, run_id, last):
+            last = chunk.seq
+            yield chunk
         if over:
             return
         while not over:
@@ -78,13 +88,13 @@ async def follow_logs(t: Transport, run_id: str, after_seq: int = 0) -> AsyncIte
                 seq = int((msg.headers or {}).get("Nats-Sequence", "0"))
                 if seq > last:  # not yet delivered from the stored chunks
                     last = seq
-                    yield msg.data.decode(errors="replace")
+                    yield LogChunk(seq, msg.data.decode(errors="replace"))
             else:
                 over = _ends(msg, run_id)
         # Chunks stored before the end whose live copy had not arrived yet.
-        async for seq, text in read_logs(t, run_id, last):
-            last = seq
-            yield text
+        async for chunk in read_logs(t, run_id, last):
+            last = chunk.seq
+            yield chunk
     finally:
         with anyio.CancelScope(shield=True):
             for sub in subs:
