@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     request_timeout_s: float = 10.0
     # An upload that received nothing for this long is dropped (its slot and spool freed).
     upload_idle_s: float = 600.0
+    # The dashboard (`python -m openweights.services.dashboard`, started by `ow up`): where
+    # it listens, and how many signed-in tokens keep a client connected at once.
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8124
+    dashboard_sessions: int = 256
 
     @property
     def stream_prefix(self) -> str:
