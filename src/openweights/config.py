@@ -127,6 +127,28 @@ class Settings(BaseSettings):
     request_timeout_s: float = 10.0
     # An upload that received nothing for this long is dropped (its slot and spool freed).
     upload_idle_s: float = 600.0
+    # Where the provisioner's machines come from: "local" agent processes or "runpod"
+    # pods (services/provisioner/backends/runpod.py; the SDK honours RUNPOD_API_BASE_URL).
+    backend: str = "local"
+    # The RunPod key of an organization without a RUNPOD_API_KEY secret (None: it has none).
+    runpod_api_key: str | None = None
+    # Pod names start with this ("<deployment>.<org>.<worker id>"): what reconciliation may
+    # release. Two deployments on one RunPod account need distinct ones (default ow-<ns>).
+    runpod_deployment: str | None = None
+    runpod_cloud_type: str = "ALL"  # ALL, SECURE or COMMUNITY
+    runpod_container_disk_gb: int = 500
+    runpod_volume_gb: int = 500
+    runpod_ports: str = "8000/http,10101/http,22/tcp"
+    runpod_cuda_versions: str = "12.8"  # comma-separated; empty: any
+    runpod_timeout_s: float = 30.0  # one API call; longer is a failed call
+    runpod_catalog_refresh_s: float = 900.0  # get_gpus at most this often
+    runpod_poll_s: float = 30.0  # how old a pod listing alive() may answer from
+    runpod_reconcile_s: float = 60.0  # leaked pods of this deployment are looked for
+    runpod_spend_pause_s: float = 300.0  # no start at all after a spending-limit refusal
+    # A hardware type that failed this many starts in a row cools down for the next rung
+    # of the ladder (minutes; the last repeats), escalating per wave until a start works.
+    hardware_failure_threshold: int = 3
+    hardware_cooldown_ladder_min: str = "1,2,5,10,20,40,80,160,360"
     # The dashboard (`python -m openweights.services.dashboard`, started by `ow up`): where
     # it listens, and how many signed-in tokens keep a client connected at once.
     dashboard_host: str = "127.0.0.1"

@@ -118,7 +118,7 @@ class LocalBackend:
 # worker token; its jobs get less still (services/agent/job_io.py: job_base_env).
 _SERVICE_ONLY = ("OW_NATS_URL", "OW_DATABASE_URL", "OW_SECRET_KEY", "OW_NATS_AUTH_FILE",
                  "OW_AUTH", "OW_CLIENT_NATS_URL", "OPENWEIGHTS_API_KEY", "OW_S3_ACCESS_KEY",
-                 "OW_S3_SECRET_KEY")
+                 "OW_S3_SECRET_KEY", "OW_RUNPOD_API_KEY", "RUNPOD_API_KEY")
 
 
 def agent_env(settings: Settings) -> dict[str, str]:
