@@ -12,6 +12,7 @@ import nats
 
 from openweights import tokens
 from openweights.adapters.nats.eventlog import JetStreamEventLog
+from openweights.adapters.nats.servers import connect_options
 from openweights.adapters.nats.streams import ensure_streams
 from openweights.adapters.postgres.db import connect, migrate
 from openweights.config import Settings
@@ -41,7 +42,8 @@ async def prepare(settings: Settings) -> list[str]:
     assert settings.nats_url and settings.database_url
     subjects = Subjects(settings.namespace)
     try:
-        nc = await nats.connect(settings.nats_url, allow_reconnect=False, connect_timeout=5)
+        nc = await nats.connect(**connect_options(settings.nats_url), allow_reconnect=False,
+                                connect_timeout=5)
     except Exception as exc:  # nats-py raises several unrelated types here
         raise StackUnavailable(f"cannot reach NATS at {settings.nats_url}: {exc}") from exc
     try:
@@ -89,7 +91,8 @@ async def create_organization(settings: Settings, org_id: str, name: str,
     check_token(org_id, "organization id")
     assert settings.nats_url is not None
     try:
-        nc = await nats.connect(settings.nats_url, allow_reconnect=False, connect_timeout=5)
+        nc = await nats.connect(**connect_options(settings.nats_url), allow_reconnect=False,
+                                connect_timeout=5)
     except Exception as exc:  # nats-py raises several unrelated types here
         if "authorization" in str(exc).lower():
             raise AuthenticationError(

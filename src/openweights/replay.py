@@ -23,6 +23,7 @@ import nats
 
 from openweights.adapters.nats.bulk import bulk_read
 from openweights.adapters.nats.reader import StoredMessage
+from openweights.adapters.nats.servers import connect_options, first_url
 from openweights.adapters.postgres.db import check_schema_name, connect, migrate, query
 from openweights.adapters.postgres.readmodels import get_checkpoint
 from openweights.adapters.projected import CHECKPOINT
@@ -75,8 +76,9 @@ async def fold_log(settings: Settings, *, to_seq: int | None = None,
     ``model.new_events``), so that memory stays bounded on any log.
     """
     subjects = Subjects(settings.namespace)
-    nc = await nats.connect(settings.nats_url, allow_reconnect=False,  # type: ignore[arg-type]
-                             connect_timeout=5)
+    assert settings.nats_url is not None
+    nc = await nats.connect(**connect_options(settings.nats_url), allow_reconnect=False,
+                            connect_timeout=5)
     model = ReadModel()
     counts = [0, 0]
     try:
@@ -100,7 +102,7 @@ async def fold_log(settings: Settings, *, to_seq: int | None = None,
 
         stop_ns = int(as_of.timestamp() * 1e9) if as_of is not None else None
         with gc_paused():
-            stats = await bulk_read(settings.nats_url or "nats://127.0.0.1:4222",
+            stats = await bulk_read(first_url(settings.nats_url),
                                     subjects.events_stream, on_batch,
                                     stop_seq=target, stop_time_ns=stop_ns)
         return model, stats.last_seq, counts[0], counts[1]

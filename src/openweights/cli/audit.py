@@ -12,6 +12,7 @@ import nats
 from rich.table import Table
 
 from openweights.adapters.nats.reader import StoredMessage, read_stream
+from openweights.adapters.nats.servers import connect_options
 from openweights.cli.common import JSON_OPT, console, friendly, settings, when
 from openweights.cli.tables import fit_table
 from openweights.config import Settings
@@ -37,8 +38,9 @@ async def history(settings: Settings, org: str, kind: str, agg_id: str) -> list[
                     "changes": msgspec.to_builtins(event.changes()),
                 })
 
-    nc = await nats.connect(settings.nats_url, allow_reconnect=False,  # type: ignore[arg-type]
-                             connect_timeout=5)
+    assert settings.nats_url is not None
+    nc = await nats.connect(**connect_options(settings.nats_url), allow_reconnect=False,
+                            connect_timeout=5)
     try:
         await read_stream(nc, nc.jetstream(), subjects.events_stream, on_batch,
                           filter_subjects=[subject])

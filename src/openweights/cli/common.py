@@ -24,6 +24,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from openweights.adapters.nats.servers import connect_options
 from openweights.config import Settings
 from openweights.errors import OpenWeightsError, StackUnavailable, Unavailable
 from openweights.sdk.blocking import OpenWeights
@@ -74,9 +75,11 @@ async def _probe(url: str, token: str | None) -> None:
         # nats-py retries a refused server max_reconnect_attempts times even on first connect
         # (and forever when it is 0 or less): one retry, shortly after.
         with anyio.fail_after(10):
-            nc = await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=1,
-                                    reconnect_time_wait=0.1, connect_timeout=3, token=token,
-                                    error_cb=note)
+            options = connect_options(url)
+            if token is not None:  # the token, not the URL's credentials, as the SDK does
+                options = {"servers": options["servers"], "token": token}
+            nc = await nats.connect(**options, allow_reconnect=False, max_reconnect_attempts=1,
+                                    reconnect_time_wait=0.1, connect_timeout=3, error_cb=note)
     except Exception as exc:  # nats-py raises unrelated types for "cannot connect"
         cause = seen[-1] if seen else exc
         if "authorization" in str(cause).lower():

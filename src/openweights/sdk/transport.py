@@ -23,6 +23,7 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 
+from openweights.adapters.nats.servers import connect_options
 from openweights.api import protocol
 from openweights.config import Settings
 from openweights.errors import (
@@ -117,9 +118,10 @@ class Transport:
         async with anyio.create_task_group() as tg:
             async def connect() -> None:
                 connected.append(await nats.connect(
-                    url, name=f"ow-sdk-{socket.gethostname()}-{os.getpid()}",
+                    **_connect_options(url, self.api_key),
+                    name=f"ow-sdk-{socket.gethostname()}-{os.getpid()}",
                     max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5,
-                    allow_reconnect=True, token=self.api_key,
+                    allow_reconnect=True,
                     inbox_prefix=f"_INBOX.{self.principal}".encode(), error_cb=on_error,
                     reconnected_cb=on_reconnected))
                 tg.cancel_scope.cancel()
@@ -277,3 +279,14 @@ def _server_id(nc: Client) -> str | None:
     info = getattr(nc, "_server_info", None)  # nats-py keeps the INFO it last got here
     server_id = info.get("server_id") if isinstance(info, dict) else None
     return server_id if isinstance(server_id, str) else None
+
+
+def _connect_options(url: str, token: str | None) -> dict[str, Any]:
+    """The servers of ``url`` (a cluster's, comma-separated); a token replaces the URL's
+    credentials, as nats-py itself prefers the token option over them."""
+    options = connect_options(url)
+    if token is not None:
+        options.pop("user", None)
+        options.pop("password", None)
+        options["token"] = token
+    return options

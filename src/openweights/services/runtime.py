@@ -24,6 +24,7 @@ from anyio.abc import TaskStatus
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from openweights.adapters.nats.servers import connect_options
 from openweights.backoff import Backoff
 from openweights.clock import Clock, utc_now
 from openweights.config import Settings
@@ -89,7 +90,7 @@ async def nats_connection(settings: Settings, name: str, *,
     assert settings.nats_url is not None, "resolve() the settings first"
     # Retries forever, the first connect too: a service started during an outage waits.
     nc = await nats.connect(
-        settings.nats_url, name=f"ow-{name}-{os.getpid()}",
+        **connect_options(settings.nats_url), name=f"ow-{name}-{os.getpid()}",
         max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=errors.on_error,
         disconnected_cb=on_disconnect, reconnected_cb=reconnected,
     )

@@ -16,7 +16,7 @@ import heapq
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import urlsplit
+from typing import Any
 
 import anyio
 import asyncpg
@@ -28,6 +28,7 @@ from nats.aio.client import Client
 from openweights import tokens
 from openweights.adapters.nats.callout import AuthCallout, ClientInfo, Grant
 from openweights.adapters.nats.server_config import NatsAuthConfig
+from openweights.adapters.nats.servers import servers
 from openweights.adapters.postgres.db import query
 from openweights.clock import Clock
 from openweights.domain.aggregates import TOKEN
@@ -59,10 +60,9 @@ def grant_for(ns: str, t: TokenState, now: datetime) -> Grant:
     return Grant(name=tid, pub_allow=pub, sub_allow=sub, expires_in_s=left)
 
 
-def _with_user(url: str, auth: NatsAuthConfig, user: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    return f"{parts.scheme}://{user}:{auth.password(user)}@{host}:{parts.port or 4222}"
+def _with_user(url: str, auth: NatsAuthConfig, user: str) -> dict[str, Any]:
+    """``nats.connect`` options for static user ``user`` on every server of ``url``."""
+    return {"servers": servers(url), "user": user, "password": auth.password(user)}
 
 
 @contextlib.asynccontextmanager
@@ -70,11 +70,12 @@ async def callout_connections(nats_url: str, auth: NatsAuthConfig
                               ) -> AsyncIterator[tuple[Client, Client]]:
     """The callout's own connections: as the ``auth`` user (authorization requests) and
     the ``sys`` user (kicking a revoked token's connections)."""
-    nc_auth = await nats.connect(_with_user(nats_url, auth, "auth"), name="ow-callout",
-                                 max_reconnect_attempts=-1)
+    nc_auth = await nats.connect(**_with_user(nats_url, auth, "auth"), name="ow-callout",
+                                 max_reconnect_attempts=-1, reconnect_time_wait=0.5)
     try:
-        nc_sys = await nats.connect(_with_user(nats_url, auth, "sys"), name="ow-callout-sys",
-                                    max_reconnect_attempts=-1)
+        nc_sys = await nats.connect(**_with_user(nats_url, auth, "sys"),
+                                    name="ow-callout-sys", max_reconnect_attempts=-1,
+                                    reconnect_time_wait=0.5)
     except BaseException:
         await nc_auth.close()
         raise

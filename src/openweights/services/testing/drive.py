@@ -6,6 +6,7 @@ from __future__ import annotations
 import nats
 
 from openweights.adapters.nats.eventlog import JetStreamEventLog
+from openweights.adapters.nats.servers import connect_options
 from openweights.config import Settings
 from openweights.domain.aggregates import JOB
 from openweights.domain.commands import JobCommand
@@ -21,7 +22,7 @@ async def drive_job(settings: Settings, job_id: str, *commands: JobCommand,
     each; returns the last log position."""
     subjects = Subjects(settings.namespace)
     assert settings.nats_url is not None
-    nc = await nats.connect(settings.nats_url)
+    nc = await nats.connect(**connect_options(settings.nats_url))
     try:
         log = JetStreamEventLog(nc, nc.jetstream(), subjects)
         fold = await LogFold(log, [subjects.job(settings.default_org, job_id)]).load()
