@@ -6,10 +6,16 @@ pass it down; nothing reads ``os.environ`` for configuration anywhere else.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
 
 
 def default_home() -> Path:
@@ -22,6 +28,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OW_", frozen=True, extra="ignore")
 
     home: Path = Field(default_factory=default_home)
+    # A directory of files named after settings (``ow_database_url``, ...), each holding
+    # that setting's value: compose's secrets (/run/secrets), so that no password is in
+    # the environment or the compose file. A variable of the same name wins.
+    secrets_dir: Path | None = None
     # Unset: `ow up` starts embedded servers and records their URLs under `home`.
     nats_url: str | None = None
     database_url: str | None = None
@@ -154,6 +164,21 @@ class Settings(BaseSettings):
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8124
     dashboard_sessions: int = 256
+
+    @classmethod
+    def settings_customise_sources(
+            cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        secrets_dir = os.environ.get("OW_SECRETS_DIR")  # read when a Settings is built
+        if not secrets_dir:
+            return init_settings, env_settings
+        if not Path(secrets_dir).is_dir():
+            raise ValueError(f"OW_SECRETS_DIR={secrets_dir} is not a directory: mount the "
+                             "secrets there or unset it")
+        return init_settings, env_settings, SecretsSettingsSource(settings_cls, secrets_dir)
 
     @property
     def stream_prefix(self) -> str:

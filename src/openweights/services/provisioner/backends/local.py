@@ -18,7 +18,7 @@ import anyio
 
 from openweights.adapters.embedded import die_with_parent
 from openweights.config import Settings, settings_env
-from openweights.hardware import local_hardware, offers, vram_gb
+from openweights.hardware import hourly_cost, local_hardware, offers, vram_gb
 from openweights.procs import pid_alive
 from openweights.services.provisioner.port import MachineSpec, MachineStartFailed
 
@@ -45,6 +45,10 @@ class LocalBackend:
         # The api refuses a defaulted VRAM need by the same rule (api/jobs.py).
         return [self.hardware] if offers(self.hardware, required_vram_gb,
                                          allowed_hardware) else []
+
+    def price_per_hour(self, hardware: str) -> float:
+        # What such a machine would cost on a provider: fake GPUs are priced as real ones.
+        return 0.0 if hardware == "cpu" else hourly_cost(hardware)
 
     async def start(self, spec: MachineSpec) -> str:
         env = dict(agent_env(self.settings), **spec.env, OW_WORKER_ID=spec.worker_id,
@@ -118,7 +122,7 @@ class LocalBackend:
 # worker token; its jobs get less still (services/agent/job_io.py: job_base_env).
 _SERVICE_ONLY = ("OW_NATS_URL", "OW_DATABASE_URL", "OW_SECRET_KEY", "OW_NATS_AUTH_FILE",
                  "OW_AUTH", "OW_CLIENT_NATS_URL", "OPENWEIGHTS_API_KEY", "OW_S3_ACCESS_KEY",
-                 "OW_S3_SECRET_KEY", "OW_RUNPOD_API_KEY", "RUNPOD_API_KEY")
+                 "OW_S3_SECRET_KEY", "OW_RUNPOD_API_KEY", "RUNPOD_API_KEY", "OW_SECRETS_DIR")
 
 
 def agent_env(settings: Settings) -> dict[str, str]:
