@@ -18,7 +18,7 @@ import anyio
 
 from openweights.adapters.embedded import die_with_parent
 from openweights.config import Settings, settings_env
-from openweights.hardware import hourly_cost, local_hardware, offers, vram_gb
+from openweights.hardware import local_hardware, offers, vram_gb
 from openweights.procs import pid_alive
 from openweights.services.provisioner.port import MachineSpec, MachineStartFailed
 
@@ -45,10 +45,6 @@ class LocalBackend:
         # The api refuses a defaulted VRAM need by the same rule (api/jobs.py).
         return [self.hardware] if offers(self.hardware, required_vram_gb,
                                          allowed_hardware) else []
-
-    def price_per_hour(self, hardware: str) -> float:
-        # What such a machine would cost on a provider: fake GPUs are priced as real ones.
-        return 0.0 if hardware == "cpu" else hourly_cost(hardware)
 
     async def start(self, spec: MachineSpec) -> str:
         env = dict(agent_env(self.settings), **spec.env, OW_WORKER_ID=spec.worker_id,
