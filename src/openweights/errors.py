@@ -153,6 +153,14 @@ class ReplyTooLarge(OpenWeightsError):
     hint = "ask for less, or read the large value page by page"
 
 
+class SpendingLimitReached(Forbidden):
+    """What this organization or token spent reached its spending limit: nothing new is
+    accepted until an admin raises it (`ow cost limit set`); `ow cost` shows the spend."""
+
+    code = "spending_limit"
+    hint = "an admin raises the limit with `ow cost limit set`; `ow cost` shows the spend"
+
+
 class NotConnected(OpenWeightsError, RuntimeError):
     """The async client knows its organization once connected: ``await aow.connect()``
     (or make any call) before reading ``organization_id``, ``org_name`` or ``hf_org``."""
@@ -174,7 +182,7 @@ BY_CODE: dict[str, type[OpenWeightsError]] = {
         OpenWeightsError, InvalidRequest, NotFound, Conflict, IllegalTransition, Fenced,
         ConcurrencyConflict, Forbidden, AuthenticationError, Unavailable, StackUnavailable,
         RateLimited,
-        PayloadTooLarge, ReplyTooLarge, SecretKeyMissing, NotConnected,
+        PayloadTooLarge, ReplyTooLarge, SecretKeyMissing, NotConnected, SpendingLimitReached,
     )
 }
 

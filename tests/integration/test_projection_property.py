@@ -59,6 +59,7 @@ from openweights.domain.commands import (
     RequeueJob,
     RestartJob,
     RevokeToken,
+    SetSpendingLimit,
     SetSecret,
     StartRun,
     StoreRunLog,
@@ -247,7 +248,8 @@ class World:
             ttl_until=None if b % 2 else self.now + timedelta(hours=2)), by="agent")
 
     def machine_started(self, a: int, b: int) -> None:
-        self._worker(a, RecordMachineStarted(machine_id=f"pod-{b}"), prefer="starting")
+        self._worker(a, RecordMachineStarted(machine_id=f"pod-{b}", price_per_hour=b / 8),
+                     prefer="starting")
 
     def machine_failed(self, a: int, b: int) -> None:
         self._worker(a, RecordMachineFailed(error="no capacity"), prefer="starting")
@@ -285,6 +287,14 @@ class World:
     def revoke_token(self, a: int, b: int) -> None:
         self.decide("token", f"tok-{a % 3}", RevokeToken(), Actor("operator"))
 
+    def set_limit(self, a: int, b: int) -> None:
+        limit = None if b % 5 == 0 else b * 1.5
+        if a % 2:
+            self.decide("org", ORGS[a % 2], SetSpendingLimit(limit_usd=limit), Actor("operator"))
+        else:
+            self.decide("token", f"tok-{a % 3}", SetSpendingLimit(limit_usd=limit),
+                        Actor("operator"))
+
     def set_secret(self, a: int, b: int) -> None:
         key = (ORGS[a % 2], ("HF_TOKEN", "WANDB_API_KEY")[(a >> 1) % 2])
         self.decide("secret", key, SetSecret(org=key[0], name=key[1], ciphertext=f"ct-{b}"),
@@ -308,7 +318,7 @@ OPS: dict[str, Callable[[World, int, int], None]] = {
         "store_log", "log", "cancel", "restart", "extend_timeout", "note_wait", "request_worker",
         "register_worker", "machine_started", "machine_failed", "shutdown", "stopped",
         "lost", "terminate", "extend_ttl", "create_org", "create_token", "revoke_token",
-        "set_secret", "remove_secret", "create_file")}
+        "set_limit", "set_secret", "remove_secret", "create_file")}
 # A job's lifecycle takes several steps in a row, so its commands are drawn more often.
 WEIGHTED = [*OPS, *["submit", "assign", "start", "complete", "fail", "requeue", "log"] * 3,
             "assign", "log", "register_worker", "register_worker"]

@@ -23,6 +23,7 @@ from openweights.domain.commands import (
     RemoveSecret,
     RevokeToken,
     SetSecret,
+    SetSpendingLimit,
     WorkerCommand,
 )
 from openweights.events import Actor, Event
@@ -33,8 +34,10 @@ from openweights.events.org import (
     OrganizationCreated,
     SecretRemoved,
     SecretSet,
+    SpendingLimitSet,
     TokenCreated,
     TokenRevoked,
+    TokenSpendingLimitSet,
 )
 from openweights.events.run import RUN_EVENTS
 from openweights.events.worker import WORKER_EVENTS
@@ -89,14 +92,16 @@ WORKER: Aggregate[worker.WorkerState, WorkerCommand] = Aggregate(
     worker.evolve)
 FILE: Aggregate[file.FileState, CreateFile] = Aggregate(
     "file", file.FileState, (FileCreated,), lambda e: e.file_id, file.decide, file.evolve)
-TOKEN: Aggregate[token.TokenState, CreateToken | RevokeToken] = Aggregate(
-    "token", token.TokenState, (TokenCreated, TokenRevoked), lambda e: e.token_id,
+TOKEN: Aggregate[token.TokenState, CreateToken | RevokeToken | SetSpendingLimit] = Aggregate(
+    "token", token.TokenState, (TokenCreated, TokenRevoked, TokenSpendingLimitSet),
+    lambda e: e.token_id,
     token.decide, token.evolve)
 SECRET: Aggregate[secret.SecretState, SetSecret | RemoveSecret] = Aggregate(
     "secret", secret.SecretState, (SecretSet, SecretRemoved), lambda e: e.name,
     secret.decide, secret.evolve)
-ORG: Aggregate[org.OrgState, CreateOrganization] = Aggregate(
-    "org", org.OrgState, (OrganizationCreated,), lambda e: e.org, org.decide, org.evolve)
+ORG: Aggregate[org.OrgState, CreateOrganization | SetSpendingLimit] = Aggregate(
+    "org", org.OrgState, (OrganizationCreated, SpendingLimitSet), lambda e: e.org,
+    org.decide, org.evolve)
 # One subject for the run events of every run of a job, keyed by the job's id.
 RUN: Aggregate[None, None] = Aggregate("run", None, RUN_EVENTS, lambda e: e.job_id)
 

@@ -172,6 +172,12 @@ class RevokeToken(Command, frozen=True):
     pass
 
 
+class SetSpendingLimit(Command, frozen=True):
+    """A lifetime spending limit in USD for an organization or a token (None: none)."""
+
+    limit_usd: float | None
+
+
 class SetSecret(Command, frozen=True):
     org: str
     name: str

@@ -104,6 +104,7 @@ class RunState(msgspec.Struct, frozen=True, gc=False):
     updated_at: datetime
     log_file: str | None = None
     started_at: datetime | None = None
+    ended_at: datetime | None = None  # when it left in_progress: its machine time ends
 
 
 class JobState(msgspec.Struct, frozen=True, gc=False):
@@ -120,6 +121,8 @@ class JobState(msgspec.Struct, frozen=True, gc=False):
     # Why it is pending and not placed (None: not pending, or a worker is there or
     # coming); cleared by every change of its status.
     wait_reason: str | None = None
+    # The token whose client submitted (or last reset) it: its spending is that token's.
+    submitted_by: str | None = None
 
     @property
     def open_run(self) -> RunState | None:
@@ -258,7 +261,8 @@ def evolve(state: JobState | None, event: Event) -> JobState:
         raise IllegalTransition("job", str(_status(state) or "absent"), event.tag)
     if isinstance(event, JobSubmitted):
         return JobState(id=event.job_id, org=event.org, spec=event.spec, status="pending",
-                        created_at=event.at, updated_at=event.at)
+                        created_at=event.at, updated_at=event.at,
+                        submitted_by=_client_of(event))
     assert state is not None
     status = state.status if after == "*" else after
     if isinstance(event, JobWaitReasonChanged):
@@ -268,6 +272,10 @@ def evolve(state: JobState | None, event: Event) -> JobState:
     if state.wait_reason is not None and (status != state.status or isinstance(event, JobReset)):
         new = msgspec.structs.replace(new, wait_reason=None)  # it waits anew, if at all
     return new
+
+
+def _client_of(event: Event, before: str | None = None) -> str | None:
+    return event.by.id if event.by.kind == "client" and event.by.id else before
 
 
 def _with_run(state: JobState, run_id: str, **changes: Any) -> tuple[RunState, ...]:
@@ -281,7 +289,8 @@ def _apply(state: JobState, event: Event, status: JobStatus) -> JobState:
     match event:
         case JobReset():
             return r(state, spec=event.spec, status=status, worker_id=None, updated_at=at,
-                     lost_in_a_row=0, error=None)
+                     lost_in_a_row=0, error=None,
+                     submitted_by=_client_of(event, state.submitted_by))
         case JobRequirementsChanged():
             spec = r(state.spec, script=event.script, docker_image=event.docker_image,
                      requires_vram_gb=event.requires_vram_gb,
@@ -297,18 +306,19 @@ def _apply(state: JobState, event: Event, status: JobStatus) -> JobState:
             return r(state, runs=_with_run(state, event.run_id, started_at=at, updated_at=at))
         case JobCompleted() | JobFailed():
             runs = _with_run(state, event.run_id, status=status, updated_at=at,
-                             log_file=event.log_file)
+                             log_file=event.log_file, ended_at=at)
             error = event.error if isinstance(event, JobFailed) else None
             return r(state, status=status, updated_at=at, runs=runs, lost_in_a_row=0,
                      error=error)
         case JobCanceled():
             runs = state.runs
             if event.run_id is not None:
-                runs = _with_run(state, event.run_id, status="canceled", updated_at=at)
+                runs = _with_run(state, event.run_id, status="canceled", updated_at=at,
+                                 ended_at=at)
             return r(state, status=status, updated_at=at, runs=runs, lost_in_a_row=0)
         case JobRequeued():
             runs = _with_run(state, event.run_id, status=event.run_status, updated_at=at,
-                             log_file=event.log_file)
+                             log_file=event.log_file, ended_at=at)
             lost = state.lost_in_a_row + 1 if event.run_status == "failed" else 0
             return r(state, status=status, worker_id=None, updated_at=at, runs=runs,
                      lost_in_a_row=lost)

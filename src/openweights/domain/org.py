@@ -6,9 +6,10 @@ from datetime import datetime
 
 import msgspec
 
-from openweights.domain.commands import CreateOrganization
+from openweights.domain.commands import CreateOrganization, SetSpendingLimit
 from openweights.errors import IllegalTransition
 from openweights.events import Actor, Event, OrganizationCreated
+from openweights.events.org import SpendingLimitSet
 
 
 class OrgState(msgspec.Struct, frozen=True):
@@ -16,10 +17,17 @@ class OrgState(msgspec.Struct, frozen=True):
     name: str
     created_at: datetime
     updated_at: datetime
+    spending_limit: float | None = None  # USD, lifetime; None: no limit
 
 
-def decide(state: OrgState | None, cmd: CreateOrganization, now: datetime, by: Actor
-           ) -> list[Event]:
+def decide(state: OrgState | None, cmd: CreateOrganization | SetSpendingLimit, now: datetime,
+           by: Actor) -> list[Event]:
+    if isinstance(cmd, SetSpendingLimit):
+        if state is None:
+            raise IllegalTransition("organization", "absent", "SetSpendingLimit")
+        if state.spending_limit == cmd.limit_usd:
+            return []
+        return [SpendingLimitSet(at=now, by=by, org=state.id, limit_usd=cmd.limit_usd)]
     if state is not None:
         if state.name == cmd.name:
             return []  # creating the same organization again changes nothing
@@ -31,4 +39,7 @@ def decide(state: OrgState | None, cmd: CreateOrganization, now: datetime, by: A
 def evolve(state: OrgState | None, event: Event) -> OrgState:
     if state is None and isinstance(event, OrganizationCreated):
         return OrgState(id=event.org, name=event.name, created_at=event.at, updated_at=event.at)
+    if state is not None and isinstance(event, SpendingLimitSet):
+        return msgspec.structs.replace(state, spending_limit=event.limit_usd,
+                                       updated_at=event.at)
     raise IllegalTransition("organization", "exists" if state else "absent", event.tag)

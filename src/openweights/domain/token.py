@@ -10,10 +10,10 @@ from typing import Literal
 
 import msgspec
 
-from openweights.domain.commands import CreateToken, RevokeToken
+from openweights.domain.commands import CreateToken, RevokeToken, SetSpendingLimit
 from openweights.errors import IllegalTransition
 from openweights.events import Actor, Event, TokenCreated, TokenRevoked
-from openweights.events.org import TokenRole
+from openweights.events.org import TokenRole, TokenSpendingLimitSet
 
 
 class TokenState(msgspec.Struct, frozen=True):
@@ -28,14 +28,20 @@ class TokenState(msgspec.Struct, frozen=True):
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     worker_id: str | None = None
+    spending_limit: float | None = None  # USD, lifetime, over the jobs it submitted
 
     def usable(self, now: datetime) -> bool:
         return self.status == "active" and (self.expires_at is None or now < self.expires_at)
 
 
-def decide(state: TokenState | None, cmd: CreateToken | RevokeToken, now: datetime,
-           by: Actor) -> list[Event]:
+def decide(state: TokenState | None, cmd: CreateToken | RevokeToken | SetSpendingLimit,
+           now: datetime, by: Actor) -> list[Event]:
     match cmd, state:
+        case SetSpendingLimit(), TokenState():
+            if state.spending_limit == cmd.limit_usd:
+                return []
+            return [TokenSpendingLimitSet(at=now, by=by, org=state.org, token_id=state.id,
+                                          limit_usd=cmd.limit_usd)]
         case CreateToken(), None:
             return [TokenCreated(at=now, by=by, **msgspec.structs.asdict(cmd))]
         case RevokeToken(), TokenState(status="active"):
@@ -54,4 +60,6 @@ def evolve(state: TokenState | None, event: Event) -> TokenState:
                               expires_at=event.expires_at, worker_id=event.worker_id)
         case TokenRevoked(), TokenState(status="active"):
             return msgspec.structs.replace(state, status="revoked", revoked_at=event.at)
+        case TokenSpendingLimitSet(), TokenState():
+            return msgspec.structs.replace(state, spending_limit=event.limit_usd)
     raise IllegalTransition("token", state.status if state else "absent", event.tag)

@@ -85,6 +85,9 @@ class WorkerState(msgspec.Struct, frozen=True, gc=False):
     vram_gb: int = 0
     machine_id: str | None = None
     price_per_hour: float = 0.0  # USD, recorded when its machine started
+    # Its machine's lifetime, what it is billed for: machine started .. terminated.
+    machine_started_at: datetime | None = None
+    machine_ended_at: datetime | None = None
     ttl_until: datetime | None = None
     log_file: str | None = None
     reason: str | None = None  # why it was requested, or why it stopped
@@ -159,10 +162,14 @@ def evolve(state: WorkerState | None, event: Event) -> WorkerState:
                      vram_gb=event.vram_gb, ttl_until=event.ttl_until)
         case WorkerMachineStarted():
             return r(state, machine_id=event.machine_id, price_per_hour=event.price_per_hour,
-                     updated_at=at)
+                     machine_started_at=at, updated_at=at)
         case WorkerMachineFailed():
             return r(state, status=status, reason=event.error, updated_at=at)
-        case WorkerShutdownRequested() | WorkerLost() | WorkerTerminated():
+        case WorkerTerminated():
+            ended = at if state.machine_started_at is not None else None
+            return r(state, status=status, reason=event.reason, updated_at=at,
+                     machine_ended_at=ended)
+        case WorkerShutdownRequested() | WorkerLost():
             return r(state, status=status, reason=event.reason, updated_at=at)
         case WorkerStopped():
             return r(state, status=status, reason=event.reason, updated_at=at,

@@ -55,6 +55,24 @@ class FileCreated(Event, frozen=True, tag="file.created/1"):
     sha256: str
 
 
+class SpendingLimitSet(Event, frozen=True, tag="org.spending_limit_set/1"):
+    """An admin set the organization's lifetime spending limit (USD; None: no limit).
+    Once its accrued spend reaches it, submissions are refused and its work canceled."""
+
+    org: str
+    limit_usd: float | None
+
+
+class TokenSpendingLimitSet(Event, frozen=True, tag="token.spending_limit_set/1"):
+    """An admin set a token's lifetime spending limit (USD; None: no limit): what the
+    jobs it submitted cost."""
+
+    org: str
+    token_id: str
+    limit_usd: float | None
+
+
 ORG_EVENTS = (
     OrganizationCreated, TokenCreated, TokenRevoked, SecretSet, SecretRemoved, FileCreated,
+    SpendingLimitSet, TokenSpendingLimitSet,
 )

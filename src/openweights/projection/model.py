@@ -37,6 +37,7 @@ from openweights.events import (
     TokenCreated,
     TokenRevoked,
 )
+from openweights.events.org import SpendingLimitSet, TokenSpendingLimitSet
 from openweights.projection import rows
 from openweights.projection.rows import TABLES, Row
 
@@ -156,10 +157,10 @@ class ReadModel:
 
     def _apply_tenancy(self, e: Event) -> None:
         match e:
-            case OrganizationCreated():
+            case OrganizationCreated() | SpendingLimitSet():
                 self.orgs[e.org] = org.evolve(self.orgs.get(e.org), e)
                 self.dirty["organizations"].add(e.org)
-            case TokenCreated() | TokenRevoked():
+            case TokenCreated() | TokenRevoked() | TokenSpendingLimitSet():
                 self.tokens[e.token_id] = token.evolve(self.tokens.get(e.token_id), e)
                 self.dirty["api_tokens"].add(e.token_id)
             case SecretSet() | SecretRemoved():
