@@ -38,6 +38,9 @@ os.environ.setdefault("OW_HEARTBEAT_MAX_BYTES", str(4 << 20))
 # Left to "auto", a root agent isolates jobs wherever its Python is reachable by others,
 # which depends on this machine's directory modes, not on the test.
 os.environ.setdefault("OW_JOB_ISOLATION", "none")
+# Custom jobs run in the agent's own environment: their default image is the unsloth one,
+# whose environment only the fine-tuning tests need (they ask for "build" themselves).
+os.environ.setdefault("OW_WORKER_ENVS", "agent")
 
 # How long threads still running after the session get to end before the run exits anyway.
 THREADS_END_WITHIN_S = 10.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -32,6 +33,12 @@ class Settings(BaseSettings):
     # that setting's value: compose's secrets (/run/secrets), so that no password is in
     # the environment or the compose file. A variable of the same name wins.
     secrets_dir: Path | None = None
+    # Worker environments (``openweights.workerenv``): where they are built and cached
+    # (unset: ``home/envs``; outside the checkout, so a fresh clone reuses them), and
+    # whether a built-in image runs in its built one ("build") or every image in the
+    # agent's own environment ("agent": the test suite's custom jobs need no ML).
+    worker_env_dir: Path | None = None
+    worker_envs: Literal["build", "agent"] = "build"
     # Unset: `ow up` starts embedded servers and records their URLs under `home`.
     nats_url: str | None = None
     database_url: str | None = None
