@@ -12,7 +12,7 @@ chunk is missed or repeated. It watches the job's own subject to know when to st
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -57,7 +57,7 @@ async def follow_logs(t: Transport, run_id: str, after_seq: int = 0) -> AsyncIte
 
 
 async def follow_chunks(t: Transport, run_id: str,
-                        after_seq: int = 0) -> AsyncIterator[LogChunk]:
+                        after_seq: int = 0) -> AsyncGenerator[LogChunk, None]:
     """:func:`follow_logs` with each chunk's log position, so that a follower that
     reconnects (the dashboard's browser) resumes after the last one it got."""
     run = await t.call("runs.get", read=True, run_id=run_id)
