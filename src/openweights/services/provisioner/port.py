@@ -7,7 +7,7 @@ backend passes the contract tests in ``tests/contract/test_machine_backend.py``.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -22,17 +22,40 @@ class MachineSpec(msgspec.Struct, frozen=True, kw_only=True):
     env: dict[str, str] = {}
 
 
-class MachineStartFailed(OpenWeightsError):
-    """The backend could not start a machine; the provisioner tries other hardware later.
+# Why a start failed, which decides what the provisioner does next: ``hardware`` (no
+# capacity, a refused or broken machine) counts towards that hardware's cooldown and the
+# next option is tried; ``spending_limit`` pauses every start; ``credentials`` pauses
+# the organization until its key changes; ``unavailable`` (the provider did not answer)
+# ends this pass's starts for the organization.
+FailureKind = Literal["hardware", "spending_limit", "credentials", "unavailable"]
 
-    ``spending_limit`` marks provider refusals for money, which pause all starts instead
-    of penalising the hardware type."""
+
+class MachineStartFailed(OpenWeightsError):
+    """The backend could not start a machine; ``kind`` says whose fault it was."""
 
     code = "machine_start_failed"
 
-    def __init__(self, message: str, *, spending_limit: bool = False) -> None:
+    def __init__(self, message: str, *, kind: FailureKind = "hardware",
+                 spending_limit: bool = False) -> None:
         super().__init__(message)
-        self.spending_limit = spending_limit
+        self.kind: FailureKind = "spending_limit" if spending_limit else kind
+
+    @property
+    def spending_limit(self) -> bool:
+        return self.kind == "spending_limit"
+
+
+class Fleet(Protocol):
+    """What the provisioner knows of its workers, for a backend that tidies up."""
+
+    def organizations(self) -> list[str]:
+        """Organizations that have or may have machines."""
+        ...
+
+    def owns(self, org: str, worker_id: str, machine_id: str) -> bool:
+        """Whether a live worker (not terminated) owns that machine, or may still
+        record it as its own (its start is under way)."""
+        ...
 
 
 class MachineBackend(Protocol):
@@ -44,6 +67,11 @@ class MachineBackend(Protocol):
 
         A bigger need only removes options; with ``allowed_hardware`` the result is what
         of that list this backend can start, in the caller's order, whatever the need."""
+        ...
+
+    def price_per_hour(self, hardware: str) -> float:
+        """USD per hour a machine of ``hardware`` costs while it lives (its catalog
+        price at start; recorded in ``WorkerMachineStarted``)."""
         ...
 
     async def start(self, spec: MachineSpec) -> str:
@@ -59,6 +87,11 @@ class MachineBackend(Protocol):
 
     async def alive(self, machine_id: str) -> bool:
         """Whether the machine still runs: False once it is gone, or if it never was."""
+        ...
+
+    async def maintain(self, fleet: Fleet) -> None:
+        """Background upkeep for as long as the provisioner runs (refreshing what the
+        backend offers, releasing machines no worker owns); returns at once if none."""
         ...
 
     async def close(self) -> None:

@@ -47,13 +47,17 @@ from openweights.events import (
     Event,
     JobCompleted,
     JobFailed,
+    SecretRemoved,
+    SecretSet,
     WorkerLost,
     WorkerMachineFailed,
+    WorkerRegistered,
     WorkerTerminated,
 )
 from openweights.execute import Executor
 from openweights.secretbox import SecretBox
 from openweights.services.lifecycle import declare_lost
+from openweights.services.provisioner.launching import Launcher
 from openweights.services.provisioner.pacing import StartPacing, share
 from openweights.services.provisioner.placement import (
     Placement,
@@ -83,6 +87,8 @@ class Provisioner:
         self.pacing = StartPacing(settings.start_backoff_s, settings.start_backoff_max_s)
         self._worked: set[tuple[str, str]] = set()  # workers that ended a run
         self._deferred: dict[str, datetime] = {}  # org -> the wait last logged
+        self.launcher = Launcher(settings)  # hardware cooldowns, spend and key pauses
+        self._refused: set[str] = set()  # workers whose start the provider refused
         self._wake = anyio.Event()
 
     def _on_event(self, seq: int, org: str, event: Event, before: Any, after: Any) -> None:
@@ -95,14 +101,21 @@ class Provisioner:
                 self.pacing.worked(org)
         elif isinstance(after, WorkerState):
             self._on_worker_event(org, event, after)
+        elif isinstance(event, SecretSet | SecretRemoved) and event.name == "RUNPOD_API_KEY":
+            self.launcher.pauses.key_changed(org)  # a new key: try it
         self._wake.set()
 
     def _on_worker_event(self, org: str, event: Event, w: WorkerState) -> None:
         """A machine that died unasked before ending a run was a start wasted (pacing);
         a worker started by hand (no backend) was no start of ours."""
-        died = isinstance(event, WorkerLost | WorkerMachineFailed) or (
-            isinstance(event, WorkerTerminated) and event.reason == NEVER_REGISTERED)
-        if died and w.backend is not None and (org, w.id) not in self._worked:
+        never = isinstance(event, WorkerTerminated) and event.reason == NEVER_REGISTERED
+        died = isinstance(event, WorkerLost | WorkerMachineFailed) or never
+        if never:  # counts as a failed start of its hardware
+            self.launcher.never_registered(w.hardware_type, event.at)
+        elif isinstance(event, WorkerRegistered) and w.backend == self.backend.name:
+            self.launcher.worked(w.hardware_type)
+        if died and w.backend is not None and (org, w.id) not in self._worked \
+                and w.id not in self._refused:  # a refusal has its own pause
             self.pacing.died(org, event.at)
         if w.status == "terminated":
             self._worked.discard((org, w.id))
@@ -110,6 +123,7 @@ class Provisioner:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
             await tg.start(self.fold.run)
+            tg.start_soon(self._maintain)
             log.info("provisioner.started", backend=self.backend.name, seq=self.fold.seq)
             task_status.started()
             while True:
@@ -120,6 +134,27 @@ class Provisioner:
                     await self.reconcile(self.executor.clock())
                 except OpenWeightsError as exc:  # the log or a backend failed: next round
                     log.warning("provisioner.reconcile_failed", error=str(exc))
+
+    async def _maintain(self) -> None:
+        """The backend's upkeep (catalog, leaked machines); restarted if it fails."""
+        while True:
+            try:
+                await self.backend.maintain(self)
+                return
+            except OpenWeightsError as exc:
+                log.warning("provisioner.maintain_failed", error=str(exc))
+            await anyio.sleep(self.settings.provisioner_check_s)
+
+    # -- the Fleet the backend sees -----------------------------------------------------
+    def organizations(self) -> list[str]:
+        orgs = {w.org for w in self.fold.of_kind(WORKER)}
+        orgs.update(s.org for s in self.fold.of_kind(SECRET)
+                    if s.name == "RUNPOD_API_KEY" and s.status == "set")
+        return sorted(orgs)
+
+    def owns(self, org: str, worker_id: str, machine_id: str) -> bool:
+        w = self.fold.get(org, WORKER, worker_id)
+        return w is not None and w.status != "terminated" and w.machine_id in (None, machine_id)
 
     def max_workers(self, org: str) -> int:
         """The org's MAX_WORKERS secret, bounded by the operator's OW_MAX_WORKERS (which is
@@ -221,8 +256,11 @@ class Provisioner:
 
     async def _terminate(self, w: WorkerState, reason: str) -> None:
         await self._record(w.org, w.id, TerminateWorker(reason=reason))
+        await self._revoke_credentials(w.org, w.id)
+
+    async def _revoke_credentials(self, org: str, worker_id: str) -> None:
         for t in self.fold.of_kind(TOKEN):  # its credentials die with the machine
-            if t.org == w.org and t.worker_id == w.id and t.status == "active":
+            if t.org == org and t.worker_id == worker_id and t.status == "active":
                 await self.executor.execute(t.org, TOKEN, t.id, RevokeToken(), ME)
 
     async def _scale_down(self, ws: list[WorkerState], busy: set[tuple[str, str]],
@@ -245,22 +283,53 @@ class Provisioner:
         share of the operator's limit, never past its own); the others wait, saying why."""
         started = 0
         for j, options in plan.needs:
-            if started < budget:
-                if await self._start(org, j, options[0]):
-                    started += 1
-                    plan.waits[j.id] = None
-                continue  # a start that failed backs the organization off (pacing)
-            until = self.pacing.not_before(org)
-            cause = (cooling_down(until) if until is not None and now < until else
-                     at_cap(self.max_workers(org), live + started, self.settings.max_workers))
-            plan.waits[j.id] = cause  # not which workers are busy: that changes every run
+            paused = self.launcher.paused(org, now)
+            if paused is not None:
+                plan.waits[j.id] = paused
+            elif started < budget:
+                usable, skipped = self.launcher.usable(options, now)
+                hardware, story = (await self._start_any(org, j, usable, now)) if usable \
+                    else (None, None)
+                started += hardware is not None
+                plan.waits[j.id] = "; ".join([*skipped, story] if story else skipped) or None
+                if hardware is not None and plan.waits[j.id]:
+                    self.launcher.trying[(org, j.id)] = plan.waits[j.id]  # type: ignore[assignment]
+                continue
+            else:
+                until = self.pacing.not_before(org)
+                plan.waits[j.id] = (  # not which workers are busy: that changes every run
+                    cooling_down(until) if until is not None and now < until else
+                    at_cap(self.max_workers(org), live + started, self.settings.max_workers))
+
+    async def _start_any(self, org: str, j: JobState, usable: list[str],
+                         now: datetime) -> tuple[str | None, str | None]:
+        """Try ``usable`` in order until a machine starts: (its hardware, the job's wait
+        story). A shortage moves on to the next option; a refusal of the account or an
+        unreachable provider ends the attempt (the pause says why)."""
+        for i, hardware in enumerate(usable):
+            try:
+                if not await self._start(org, j, hardware):
+                    return None, None
+            except MachineStartFailed as exc:
+                self.launcher.failed(org, hardware, exc, self.executor.clock())
+                if exc.kind == "hardware":
+                    continue
+                why = self.launcher.paused(org, now) or f"starts failed: {exc.message[:200]}"
+                return None, why
+            return hardware, self.launcher.story(usable[:i + 1], now, hardware)
+        return None, self.launcher.story(usable, now, None)
 
     async def _note_waits(self, org: str, waits: dict[str, str | None], budget: int) -> int:
         """Append each job's wait reason where it changed (at most ``budget`` of them;
         the rest in the next pass); returns the budget left."""
         for job_id, reason in waits.items():
             state = self.fold.get(org, JOB, job_id)
-            if state is None or state.status != "pending" or state.wait_reason == reason:
+            if state is None or state.status != "pending":
+                self.launcher.trying.pop((org, job_id), None)
+                continue
+            # A job whose machine is coming after a shortage keeps saying so.
+            reason = reason or self.launcher.trying.get((org, job_id))
+            if state.wait_reason == reason:
                 continue
             if budget <= 0:
                 self._wake.set()
@@ -289,9 +358,14 @@ class Provisioner:
                 worker_id=worker_id, org=org, hardware=hardware, docker_image=image,
                 env=await self._worker_credentials(org, worker_id)))
         except MachineStartFailed as exc:
+            if exc.kind in ("spending_limit", "credentials"):
+                self._refused.add(worker_id)
             await self._record(org, worker_id, RecordMachineFailed(error=str(exc)))
-            return False
-        await self._record(org, worker_id, RecordMachineStarted(machine_id=machine_id))
+            await self._revoke_credentials(org, worker_id)
+            raise
+        price = self.backend.price_per_hour(hardware)
+        await self._record(org, worker_id,
+                           RecordMachineStarted(machine_id=machine_id, price_per_hour=price))
         log.info("provisioner.started_machine", worker=worker_id, machine=machine_id,
                  reason=reason)
         return True

@@ -18,9 +18,9 @@ import anyio
 
 from openweights.adapters.embedded import die_with_parent
 from openweights.config import Settings, settings_env
-from openweights.hardware import local_hardware, offers, vram_gb
+from openweights.hardware import hourly_cost, local_hardware, offers, vram_gb
 from openweights.procs import pid_alive
-from openweights.services.provisioner.port import MachineSpec, MachineStartFailed
+from openweights.services.provisioner.port import Fleet, MachineSpec, MachineStartFailed
 
 
 class LocalBackend:
@@ -45,6 +45,10 @@ class LocalBackend:
         # The api refuses a defaulted VRAM need by the same rule (api/jobs.py).
         return [self.hardware] if offers(self.hardware, required_vram_gb,
                                          allowed_hardware) else []
+
+    def price_per_hour(self, hardware: str) -> float:
+        # What such a machine would cost on a provider: fake GPUs are priced as real ones.
+        return 0.0 if hardware == "cpu" else hourly_cost(hardware)
 
     async def start(self, spec: MachineSpec) -> str:
         env = dict(agent_env(self.settings), **spec.env, OW_WORKER_ID=spec.worker_id,
@@ -98,6 +102,9 @@ class LocalBackend:
             self.procs.pop(pid, None)
             return False
         return pid_alive(pid)
+
+    async def maintain(self, fleet: Fleet) -> None:
+        """Nothing to tidy: every agent is a child of this process."""
 
     async def close(self) -> None:
         """Stop every agent this backend started: SIGTERM, then SIGKILL after the grace."""
