@@ -22,8 +22,13 @@ import nats
 
 from openweights.config import Settings
 from openweights.events import WorkerRegistered, decode
+from openweights.hardware import GPUS
 from openweights.services.provisioner.backends.local import LocalBackend
+from openweights.services.provisioner.backends.runpod import RunPodBackend
+from openweights.services.provisioner.backends.runpod_api import RunPodApi
+from openweights.services.provisioner.catalog import Catalog
 from openweights.services.provisioner.port import MachineBackend, MachineSpec
+from openweights.services.testing.runpod_stub import NO_CAPACITY, RunPodStub
 from openweights.subjects import Subjects
 
 # Bounds on waits that end at an event; a machine that needs longer is broken.
@@ -184,3 +189,105 @@ class LocalHarness:
         for fd in self.pidfds.values():
             if fd is not None:
                 os.close(fd)
+
+
+class RunPodHarness:
+    """The ``runpod`` backend against the RunPod stand-in: a machine is a pod whose
+    container is a real agent process here, on the cheapest GPU the catalog offers."""
+
+    name = "runpod"
+    stop_grace_s = 1.0  # the stand-in's SIGTERM-to-SIGKILL grace
+    fitting_vram_gb = 80
+    foreign_hardware: str | None = "1x MI300X"  # not in the stand-in's inventory
+
+    def __init__(self, settings: Settings, stub: RunPodStub, key: str) -> None:
+        self.stub, self.key = stub, key
+        self.settings = settings.model_copy(update={
+            "backend": "runpod", "runpod_api_key": key, "runpod_poll_s": 0.0})
+        self.subjects = Subjects(settings.namespace)
+        self.unknown_machine_id = f"{settings.default_org}/00000000000000"
+        self.backends: list[RunPodBackend] = []
+        self.catalog = Catalog()
+        self.backend: MachineBackend = self.new_backend()
+        self._registered: dict[str, WorkerRegistered] = {}
+        self._arrived = anyio.Event()
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[RunPodHarness]:
+        stub = RunPodStub(settings.home.parent / "runpod", grace_s=cls.stop_grace_s).start()
+        stub.unlisted.add(GPUS["MI300X"])
+        before = os.environ.get("RUNPOD_API_BASE_URL")
+        os.environ["RUNPOD_API_BASE_URL"] = stub.url  # the SDK reads it at every call
+        harness = cls(settings, stub, stub.add_key("contract-key"))
+        # What the backend's upkeep does first: the catalog after RunPod's inventory.
+        harness.catalog = harness.catalog.refreshed(
+            await RunPodApi(10).gpu_types(harness.key))
+        for backend in harness.backends:
+            backend.catalog = harness.catalog
+        nc = await nats.connect(str(settings.nats_url))
+        await nc.subscribe(harness.subjects.live(settings.default_org, "worker", "*"),
+                           cb=harness._on_worker_event)
+        await nc.flush()
+        try:
+            yield harness
+        finally:
+            with anyio.CancelScope(shield=True):
+                for backend in harness.backends:
+                    await backend.close()
+                await nc.close()
+                await anyio.to_thread.run_sync(stub.close)
+                if before is None:
+                    os.environ.pop("RUNPOD_API_BASE_URL", None)
+                else:
+                    os.environ["RUNPOD_API_BASE_URL"] = before
+
+    def new_backend(self) -> RunPodBackend:
+        backend = RunPodBackend(self.settings, lambda org: self.key)
+        backend.catalog = self.catalog
+        self.backends.append(backend)
+        return backend
+
+    def spec(self) -> MachineSpec:
+        hardware = self.backend.hardware_options(None, None)[0]
+        return MachineSpec(worker_id=f"contract-{uuid.uuid4().hex[:8]}",
+                           org=self.settings.default_org, hardware=hardware,
+                           docker_image="contract-image")
+
+    async def _on_worker_event(self, msg: Any) -> None:
+        for event in decode(msg.data):
+            if isinstance(event, WorkerRegistered):
+                self._registered[event.worker_id] = event
+                self._arrived.set()
+                self._arrived = anyio.Event()
+
+    async def wait_running(self, machine_id: str, spec: MachineSpec) -> WorkerRegistered:
+        with anyio.fail_after(RUNNING_WITHIN_S):
+            while spec.worker_id not in self._registered:
+                await self._arrived.wait()
+        return self._registered[spec.worker_id]
+
+    @staticmethod
+    def pod_id(machine_id: str) -> str:
+        return machine_id.rpartition("/")[2]
+
+    async def wait_gone(self, machine_id: str) -> None:
+        """Until RunPod lists the pod no more and its container has exited."""
+        pod_id = self.pod_id(machine_id)
+        assert pod_id not in self.stub.pods, f"pod {pod_id} is still listed"
+        proc = self.stub.gone.get(pod_id)
+        if proc is not None:
+            with anyio.fail_after(GONE_WITHIN_S):
+                await anyio.to_thread.run_sync(proc.wait, abandon_on_cancel=True)
+
+    def crash(self, machine_id: str) -> None:
+        self.stub.vanish(self.pod_id(machine_id))
+
+    def make_unresponsive(self, machine_id: str) -> None:
+        self.stub.freeze(self.pod_id(machine_id))
+
+    def make_unstartable(self, spec: MachineSpec) -> None:
+        self.stub.fail_next.append(NO_CAPACITY)
+
+    def break_backend(self) -> None:
+        self.stub.revoke(self.key)

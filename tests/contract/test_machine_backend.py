@@ -17,7 +17,7 @@ from openweights.config import Settings
 from openweights.hardware import vram_gb
 from openweights.services.provisioner.port import MachineStartFailed
 from openweights.services.testing.stack import services_thread
-from tests.contract.machine_backends import LocalHarness, MachineHarness
+from tests.contract.machine_backends import LocalHarness, MachineHarness, RunPodHarness
 
 pytestmark = pytest.mark.anyio
 
@@ -35,7 +35,7 @@ def machine_stack(settings: Settings) -> Iterator[Settings]:
         yield settings
 
 
-@pytest.fixture(params=["local"])
+@pytest.fixture(params=["local", "runpod"])
 async def harness(request: pytest.FixtureRequest, anyio_backend: str,
                   machine_stack: Settings) -> AsyncIterator[MachineHarness]:
     gap = KNOWN_GAPS.get((request.param, request.function.__name__))
@@ -45,6 +45,9 @@ async def harness(request: pytest.FixtureRequest, anyio_backend: str,
     if request.param == "local":
         async with LocalHarness.open(machine_stack) as local:
             yield local
+    elif request.param == "runpod":
+        async with RunPodHarness.open(machine_stack) as runpod:
+            yield runpod
 
 
 def vram_of(hardware: str) -> int:

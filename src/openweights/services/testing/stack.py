@@ -31,8 +31,9 @@ def _composers() -> dict[str, Compose]:
 
     async def provisioner(settings: Settings, stack: AsyncExitStack, nc: Any, js: Any,
                           clock: Clock) -> Any:
-        return await provisioner_of(settings, stack, nc, js, clock,
-                                    backend=LocalBackend(settings, stop_grace_s=10))
+        # Other backends (OW_BACKEND=runpod) as the provisioner's own root builds them.
+        local = LocalBackend(settings, stop_grace_s=10) if settings.backend == "local" else None
+        return await provisioner_of(settings, stack, nc, js, clock, backend=local)
 
     return {"projector": projector, "api": api, "scheduler": scheduler,
             "provisioner": provisioner}
