@@ -247,6 +247,9 @@ def test_job_env_layers_secrets_and_puts_python_first_on_path() -> None:
     assert env["PATH"] == "/opt/venv/bin:/usr/bin"
     assert (env["HF_TOKEN"], env["HOME"], env["OPENWEIGHTS_RUN_ID"]) == ("org", "/root", "run-1")
     assert (env["N_GPUS"], env["PYTHONUNBUFFERED"]) == ("2", "1")
+    assert env["CUDA_VISIBLE_DEVICES"] == "0,1"  # the job gets every GPU of the machine
+    cpu = build_job_env({"PATH": "/usr/bin"}, run_id="r", n_gpus=0, secrets={})
+    assert "CUDA_VISIBLE_DEVICES" not in cpu and cpu["N_GPUS"] == "0"
 
 
 async def test_python_in_a_job_is_the_agents_python(tmp_path: Path) -> None:

@@ -96,7 +96,8 @@ def build_job_env(
     python_executable: str = sys.executable,
 ) -> dict[str, str]:
     """The job's environment: ``base``, then the org's ``secrets``, then what openweights
-    sets (last, so a secret cannot fake the run id).
+    sets (last, so a secret cannot fake the run id): ``N_GPUS`` and, on a GPU machine,
+    ``CUDA_VISIBLE_DEVICES`` naming all of them.
 
     The directory of ``python_executable`` goes first on ``PATH`` so that ``python`` in
     an entrypoint is the agent's own interpreter, which can import openweights.
@@ -107,6 +108,8 @@ def build_job_env(
     rest = [p for p in env.get("PATH", os.defpath).split(os.pathsep) if p and p != python_dir]
     env.update(OPENWEIGHTS_RUN_ID=run_id, N_GPUS=str(n_gpus), PYTHONUNBUFFERED="1",
                PATH=os.pathsep.join([python_dir, *rest]))
+    if n_gpus > 0:  # the machine's GPUs are the job's (tensor parallelism uses them all)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(n_gpus))
     return env
 
 
