@@ -27,7 +27,7 @@ from anyio.abc import TaskStatus
 from openweights import tokens
 from openweights.adapters.nats.fold import LiveFold
 from openweights.config import Settings
-from openweights.domain.aggregates import JOB, SECRET, TOKEN, WORKER
+from openweights.domain.aggregates import JOB, ORG, SECRET, TOKEN, WORKER
 from openweights.domain.commands import (
     CreateToken,
     NoteWaitReason,
@@ -147,7 +147,8 @@ class Provisioner:
 
     # -- the Fleet the backend sees -----------------------------------------------------
     def organizations(self) -> list[str]:
-        orgs = {w.org for w in self.fold.of_kind(WORKER)}
+        orgs = {self.settings.default_org, *(o.id for o in self.fold.of_kind(ORG))}
+        orgs.update(w.org for w in self.fold.of_kind(WORKER))
         orgs.update(s.org for s in self.fold.of_kind(SECRET)
                     if s.name == "RUNPOD_API_KEY" and s.status == "set")
         return sorted(orgs)

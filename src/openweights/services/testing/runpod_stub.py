@@ -9,8 +9,9 @@ SIGTERM and, after ``grace_s``, SIGKILL, as RunPod stops containers.
 
 Failure injection (attributes): ``no_capacity`` (GPU ids RunPod has none of),
 ``spending_limit``, ``fail_next`` (messages the next creates fail with), ``delay_s``
-(every answer that late: timeouts), ``never_start`` (pods are created but their
-container never runs), ``unlisted`` (GPU ids missing from the inventory); methods:
+(every answer that late: timeouts; ``delay_create_s`` creates only), ``never_start``
+(pods are created but their container never runs), ``unlisted`` (GPU ids missing
+from the inventory); methods:
 ``revoke`` (a key now gets 401), ``vanish`` (a pod disappears with its machine),
 ``freeze`` (its container stops reacting), ``add_pod`` (a pod made elsewhere: a leak, or
 someone else's).
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -82,9 +84,11 @@ class RunPodStub:
         self.never_start = False
         self.fail_next: list[str] = []
         self.delay_s = 0.0
+        self.delay_create_s = 0.0
         self.calls: list[str] = []
         self.gone: dict[str, subprocess.Popen[bytes]] = {}  # terminated containers
         self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)  # a pod came or went
         # One long-lived thread starts every container: their parent-death signal fires
         # when the thread that started them ends, and the server's threads are per request.
         self._spawner = ThreadPoolExecutor(1, thread_name_prefix="runpod-stub-spawn")
@@ -135,8 +139,9 @@ class RunPodStub:
 
     def vanish(self, pod_id: str) -> None:
         """The pod is gone at once, its container killed (a host RunPod lost)."""
-        with self._lock:
+        with self._changed:
             pod = self.pods.pop(pod_id)
+            self._changed.notify_all()
         if pod.proc is not None:
             _signal(pod.proc, signal.SIGKILL)
             self.gone[pod_id] = pod.proc
@@ -151,6 +156,15 @@ class RunPodStub:
         proc = pod.proc if pod is not None else self.gone.get(pod_id)
         return proc is None or proc.poll() is not None
 
+    def wait(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        """Until ``condition()`` holds, checked whenever a pod is created or goes."""
+        with self._changed:
+            if not self._changed.wait_for(condition, timeout):
+                raise TimeoutError(f"RunPod stand-in: no {what} within {timeout} s")
+
+    def created(self) -> int:
+        return self.calls.count("podFindAndDeployOnDemand")
+
     def pods_named(self, prefix: str) -> list[Pod]:
         with self._lock:
             return [p for p in self.pods.values() if p.name.startswith(prefix)]
@@ -161,14 +175,18 @@ class RunPodStub:
             time.sleep(self.delay_s)  # what a slow RunPod looks like to the caller
         account = self.keys.get(key or "")
         field_name, inp = operation(query)
-        self.calls.append(field_name)
-        if account is None:
-            return 401, {"error": "Unauthorized"}
         try:
-            data = self._dispatch(account, field_name, inp)
-        except _Refused as exc:
-            return 200, {"errors": [{"message": str(exc)}]}
-        return 200, {"data": data}
+            if account is None:
+                return 401, {"error": "Unauthorized"}
+            try:
+                data = self._dispatch(account, field_name, inp)
+            except _Refused as exc:
+                return 200, {"errors": [{"message": str(exc)}]}
+            return 200, {"data": data}
+        finally:
+            with self._changed:
+                self.calls.append(field_name)
+                self._changed.notify_all()
 
     def _dispatch(self, account: str, field_name: str, inp: dict[str, Any]) -> dict[str, Any]:
         if field_name == "gpuTypes":
@@ -191,6 +209,7 @@ class RunPodStub:
 
     def _create(self, account: str, inp: dict[str, Any]) -> Pod:
         gpu = str(inp.get("gpuTypeId"))
+        time.sleep(self.delay_create_s)  # a create RunPod takes long to answer
         if self.fail_next:
             raise _Refused(self.fail_next.pop(0))
         if self.spending_limit:
