@@ -94,6 +94,7 @@ class Stack:
         self.pg: EmbeddedPostgres | None = None
         self.children: list[Child] = []
         self._lock: TextIO | None = None
+        self.dashboard_url: str | None = None
 
     def lock(self) -> None:
         """Hold ``$OW_HOME/up.lock`` for our lifetime: one `ow up` per home (a second
@@ -157,6 +158,15 @@ class Stack:
             child = Child(name, env)
             child.start(str(settings.home))
             self.children.append(child)
+        port = settings.dashboard_port
+        if not port_free(port):
+            port = free_port()
+            self.say(f"the dashboard's port {settings.dashboard_port} is taken by another "
+                     f"program; it listens on {port} (OW_DASHBOARD_PORT chooses)")
+        self.dashboard_url = f"http://{settings.dashboard_host}:{port}"
+        dashboard = Child("dashboard", dashboard_env(settings, port))
+        dashboard.start(str(settings.home))
+        self.children.append(dashboard)
 
     def parts(self) -> list[Part]:
         """What the supervisor keeps alive: the servers first, then the services."""
@@ -211,7 +221,28 @@ class Stack:
             pid = child.proc.pid if child.proc else "-"
             table.add_row(child.name, f"pid {pid}, log {settings.home / 'logs' / child.name}.log")
         self.console.print(table)
+        if self.dashboard_url:
+            token = settings.home / "admin.token"
+            self.console.print(f"Dashboard: {self.dashboard_url} (sign in with a token"
+                               + (f", e.g. the one in {token})" if settings.auth else ")"),
+                               markup=False, highlight=False, soft_wrap=True)
         self.console.print("Stop with Ctrl-C. Try the quickstart: [bold]ow demo[/bold]")
+
+
+# What the dashboard must not have: it acts only with its users' tokens (services' NATS
+# credentials, the database, the secrets key, the file store's keys stay with the services).
+_NOT_FOR_DASHBOARD = ("OW_NATS_URL", "OW_CLIENT_NATS_URL", "OW_DATABASE_URL", "OW_SECRET_KEY",
+                      "OW_NATS_AUTH_FILE", "OW_S3_ACCESS_KEY", "OW_S3_SECRET_KEY",
+                      "OW_SECRETS_DIR")
+
+
+def dashboard_env(settings: Settings, port: int) -> dict[str, str]:
+    """The dashboard's environment: the client URL token holders use, nothing more."""
+    env = {k: v for k, v in os.environ.items() if k not in _NOT_FOR_DASHBOARD}
+    env.update({k: v for k, v in settings_env(settings).items() if k not in _NOT_FOR_DASHBOARD})
+    env["OW_NATS_URL"] = str(settings.client_nats_url or settings.nats_url)
+    env["OW_DASHBOARD_PORT"] = str(port)
+    return env
 
 
 def _service_part(child: Child, home: str) -> Part:
