@@ -302,8 +302,10 @@ ToAgent = Assignment | RunNotice
 # -- tenancy ----------------------------------------------------------------------------
 class TokenCreateReq(Request, kw_only=True):
     name: str
-    role: Literal["admin", "user"] = "user"
+    role: Literal["admin", "user", "worker"] = "user"
     expires_in_s: int | None = None
+    # A worker token (``ow worker``): acts only for this worker id, on a machine of yours.
+    worker_id: str | None = None
 
 
 class TokenListReq(Request, kw_only=True):
@@ -328,6 +330,23 @@ class SecretRemoveReq(Request, kw_only=True):
 
 class AgentSecrets(Request, kw_only=True):
     worker_id: str
+
+
+class CostReport(Request, kw_only=True):
+    """What work cost (USD), grouped ``by`` job, worker, token or org; spans cut to the
+    part after ``since``; one job's only with ``job_id``."""
+
+    by: Literal["job", "worker", "token", "org"] = "job"
+    since: datetime | None = None
+    job_id: str | None = None
+    limit: int = 1000
+
+
+class SpendingLimitSetReq(Request, kw_only=True):
+    """A lifetime spending limit in USD (None: none) for a token, or the organization."""
+
+    limit_usd: float | None
+    token_id: str | None = None
 
 
 class WorkerList(Request, kw_only=True):
@@ -368,6 +387,8 @@ ENDPOINTS: dict[str, type[Request]] = {
     "agent.ttl": AgentTTL,
     "agent.secrets": AgentSecrets,
     "workers.list": WorkerList,
+    "costs.report": CostReport,
+    "costs.limit.set": SpendingLimitSetReq,
     "tokens.create": TokenCreateReq,
     "tokens.list": TokenListReq,
     "tokens.revoke": TokenRevokeReq,

@@ -14,7 +14,18 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from openweights.cli import audit, demo, exec_cmd, files, jobs, replay, tenancy, workers
+from openweights.cli import (
+    audit,
+    costs,
+    demo,
+    exec_cmd,
+    files,
+    jobs,
+    replay,
+    tenancy,
+    worker_cmd,
+    workers,
+)
 from openweights.cli.common import console, friendly, settings
 
 
@@ -76,6 +87,13 @@ app.add_typer(_group("API tokens of your organization.", {
 app.add_typer(_group("Organization secrets (encrypted at rest).", {
     "set": tenancy.env_set, "import": tenancy.env_import, "ls": tenancy.env_ls,
     "show": tenancy.env_show, "rm": tenancy.env_rm}), name="env")
+
+app.command("worker", cls=Command)(worker_cmd.worker)
+_cost = typer.Typer(cls=Group, invoke_without_command=True)
+_cost.callback()(costs.cost)
+_cost.add_typer(_group("Lifetime spending limits (admins).", {
+    "set": costs.limit_set, "clear": costs.limit_clear}), name="limit")
+app.add_typer(_cost, name="cost", help="What work cost; `ow cost limit` caps it.")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -88,12 +88,18 @@ def _operator() -> Settings:
 @friendly
 def token_create(name: str = typer.Option(..., "--name"),
                  expires: str = typer.Option(None, "--expires", help="e.g. 30d, 12h"),
-                 role: str = typer.Option("user", "--role", help="user or admin"),
+                 role: str = typer.Option("user", "--role", help="user, admin or worker"),
+                 worker: str = typer.Option(None, "--worker",
+                                            help="a worker token's machine name (ow worker)"),
                  as_json: bool = JSON_OPT) -> None:
-    """Create a token; it is printed once and stored only as a hash."""
+    """Create a token; it is printed once and stored only as a hash. `--role worker
+    --worker NAME` mints the credentials `ow worker` joins a machine of yours with."""
+    if worker is not None and role == "user":
+        role = "worker"
     with client() as ow:
         t = ow.tokens.create(name, role=role,
-                             expires_in_s=parse_duration(expires) if expires else None)
+                             expires_in_s=parse_duration(expires) if expires else None,
+                             worker_id=worker)
     if as_json:
         console.print_json(json.dumps(t, default=str))
     else:

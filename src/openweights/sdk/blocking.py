@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from openweights.config import Settings
 from openweights.sdk.client import AsyncOpenWeights, ignore_supabase
+from openweights.sdk.costs import Costs
 from openweights.sdk.current_run import CurrentRun
 from openweights.sdk.custom import REGISTERED, Jobs
 from openweights.sdk.loop import LoopThread, twin
@@ -66,6 +67,7 @@ class OpenWeights:
         self.tokens = Tokens(a.tokens, self._loop)
         self.secrets = Secrets(a.secrets, self._loop)
         self.workers = Workers(a.workers, self._loop)
+        self.costs = Costs(a.costs, self._loop)
         self._run: CurrentRun | None = None
         self._bound: dict[str, BoundJobs] = {}
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from openweights.config import Settings
 from openweights.errors import InvalidRequest, NotConnected
+from openweights.sdk.costs import AsyncCosts
 from openweights.sdk.current_run import AsyncCurrentRun
 from openweights.sdk.custom import Jobs, track
 from openweights.sdk.events import AsyncEvents
@@ -49,6 +50,7 @@ class AsyncOpenWeights:
     tokens: AsyncTokens
     secrets: AsyncSecrets
     workers: AsyncWorkers
+    costs: AsyncCosts
 
     def __init__(self, api_key: str | None = None, nats_url: str | None = None, *,
                  auth_token: str | None = None, organization_id: str | None = None,
@@ -69,6 +71,7 @@ class AsyncOpenWeights:
         self.tokens = AsyncTokens(t)
         self.secrets = AsyncSecrets(t)
         self.workers = AsyncWorkers(t)
+        self.costs = AsyncCosts(t)
         self._run: AsyncCurrentRun | None = None
         track(self)
 

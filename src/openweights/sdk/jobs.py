@@ -54,6 +54,12 @@ class AsyncJob(JobFields):
         """(await it) This job's runs, oldest first."""
         return self._jobs._runs.list(job_id=self.id)
 
+    @property
+    def cost(self) -> Coroutine[Any, Any, float]:
+        """(await it) What it cost so far in USD: its runs' shares of their machines'
+        time at their price (a running job's grows until it ends)."""
+        return self._jobs._cost(self.id)
+
     async def log_tail(self, lines: int = 20) -> str:
         """The last ``lines`` lines its latest run printed (its stored log once the run
         has ended): with ``error``, what to read first of a failed job. ``""`` before
@@ -118,6 +124,11 @@ class AsyncJobsResource:
             allowed_hardware=allowed_hardware, timeout=timeout if seconds is None else None,
             timeout_s=seconds, job_id_suffix=job_id_suffix,
             vram_defaulted=vram_defaulted))
+
+    async def _cost(self, job_id: str) -> float:
+        """What job ``job_id`` cost so far (USD); 0 for a job that never ran."""
+        report = await self._t.call("costs.report", read=True, by="job", job_id=job_id)
+        return float(report["total_usd"])
 
     async def retrieve(self, job_id: str) -> AsyncJob:
         """The job. Raises ``NotFound`` (also for another organization's job)."""

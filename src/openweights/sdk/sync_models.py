@@ -67,6 +67,12 @@ class Job(JobFields):
         """This job's runs, oldest first."""
         return [Run._of(r, self._loop) for r in self._loop.run(self._twin.runs)]
 
+    @property
+    def cost(self) -> float:
+        """What it cost so far in USD: its runs' shares of their machines' time at their
+        price (a running job's grows until it ends)."""
+        return self._loop.run(self._twin.cost)
+
     @twin(AsyncJob.log_tail)
     def log_tail(self, lines: int = 20) -> str:
         return self._loop.run(self._twin.log_tail(lines))

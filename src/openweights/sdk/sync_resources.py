@@ -155,8 +155,8 @@ class Tokens:
 
     @twin(AsyncTokens.create)
     def create(self, name: str, role: str = "user",
-               expires_in_s: int | None = None) -> NewToken:
-        return self._loop.run(self._a.create(name, role, expires_in_s))
+               expires_in_s: int | None = None, worker_id: str | None = None) -> NewToken:
+        return self._loop.run(self._a.create(name, role, expires_in_s, worker_id))
 
     @twin(AsyncTokens.list)
     def list(self) -> list[TokenInfo]:

@@ -23,11 +23,13 @@ class AsyncTokens:
         self._t = transport
 
     async def create(self, name: str, role: str = "user",
-                     expires_in_s: int | None = None) -> NewToken:
-        """A new token; its plain text (``token``) is returned this once only.
-        Raises ``InvalidRequest`` for an empty name or a bad expiry."""
+                     expires_in_s: int | None = None, worker_id: str | None = None) -> NewToken:
+        """A new token; its plain text (``token``) is returned this once only. A
+        ``role="worker"`` token names ``worker_id``: with it, `ow worker` joins a machine
+        of yours as that worker. Raises ``InvalidRequest`` for an empty name, a bad
+        expiry, or a worker id without the worker role (or the reverse)."""
         result: NewToken = await self._t.call("tokens.create", name=name, role=role,
-                                              expires_in_s=expires_in_s)
+                                              expires_in_s=expires_in_s, worker_id=worker_id)
         return result
 
     async def list(self) -> list[TokenInfo]:

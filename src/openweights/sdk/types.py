@@ -54,6 +54,7 @@ class NewToken(TypedDict):
     role: str
     prefix: str
     expires_at: str | None
+    worker_id: str | None  # a worker token's worker (`ow worker`)
 
 
 class TokenInfo(TypedDict):

@@ -18,7 +18,7 @@ from openweights.errors import AuthenticationError, Forbidden
 from openweights.events import Actor
 
 ADMIN_ONLY = frozenset({"tokens.create", "tokens.list", "tokens.revoke", "secrets.set",
-                        "secrets.show", "secrets.remove"})
+                        "secrets.show", "secrets.remove", "costs.limit.set"})
 # What a worker's credentials may do: its own runs, its machine, the files its jobs need.
 WORKER = frozenset({"agent.register", "agent.run.start", "agent.run.end", "agent.run.uploaded",
                     "agent.stopped", "agent.ttl", "agent.secrets", "files.upload.begin",

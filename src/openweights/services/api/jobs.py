@@ -22,6 +22,7 @@ from openweights.events import JobReset, JobSpec, JobSubmitted
 from openweights.hardware import local_hardware, offers, validate_allowed_hardware
 from openweights.services.api import paging, views
 from openweights.services.api.context import Context, Deps, Page, Seq
+from openweights.spending import check_submission
 from openweights.subjects import check_token
 
 API_LEASE_S = 15 * 60
@@ -136,6 +137,7 @@ async def _outputs(d: Deps, org: str, job_id: str) -> dict[str, Any]:
 
 async def submit_job(d: Deps, ctx: Context, req: protocol.JobSubmit) -> Seq:
     cmd = validate_submit(d, ctx.org, req)
+    check_submission(d.fold, ctx.org, ctx.principal.id, d.clock())  # before any append
     done = await d.executor.execute(ctx.org, JOB, cmd.job_id, cmd, ctx.actor, req.request_id)
     fresh = bool(done.events) and isinstance(done.events[0], JobSubmitted | JobReset)
     outputs = {} if fresh else await _outputs(d, ctx.org, cmd.job_id)
@@ -175,6 +177,7 @@ async def cancel_job(d: Deps, ctx: Context, req: protocol.JobRef) -> Seq:
 
 
 async def restart_job(d: Deps, ctx: Context, req: protocol.JobRef) -> Seq:
+    check_submission(d.fold, ctx.org, ctx.principal.id, d.clock())
     return await _change(d, ctx, req.job_id, RestartJob(), req.request_id)
 
 

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from openweights.api import protocol
-from openweights.services.api import agents, files, history, jobs, runs, tenancy, workers
+from openweights.services.api import (
+    agents,
+    costs,
+    files,
+    history,
+    jobs,
+    runs,
+    tenancy,
+    workers,
+)
 from openweights.services.api.context import Handler
 
 ROUTES: dict[str, Handler] = {
@@ -37,6 +46,8 @@ ROUTES: dict[str, Handler] = {
     "agent.ttl": agents.extend_worker_ttl,
     "agent.secrets": agents.give_worker_secrets,
     "workers.list": workers.list_workers,
+    "costs.report": costs.cost_report,
+    "costs.limit.set": costs.set_spending_limit,
     "tokens.create": tenancy.create_token,
     "tokens.list": tenancy.list_tokens,
     "tokens.revoke": tenancy.revoke_token,

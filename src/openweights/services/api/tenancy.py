@@ -41,16 +41,23 @@ async def create_token(d: Deps, ctx: Context, req: protocol.TokenCreateReq) -> S
     if req.expires_in_s is not None and not 0 < req.expires_in_s <= MAX_TOKEN_LIFE_S:
         # Beyond the bound the expiry date overflows (and means "never" anyway).
         raise InvalidRequest(f"expires_in_s must be positive and at most {MAX_TOKEN_LIFE_S}")
+    if (req.role == "worker") != (req.worker_id is not None):
+        raise InvalidRequest("a worker token names its worker (--worker NAME), and only a "
+                             "worker token does")
+    if req.worker_id is not None:
+        check_token(req.worker_id, "worker id")
     plain = tokens.new_token()
     expires = (d.clock() + timedelta(seconds=req.expires_in_s) if req.expires_in_s else None)
     cmd = CreateToken(org=ctx.org, token_id=tokens.token_id(plain), name=req.name,
                       role=req.role, token_hash=tokens.token_hash(plain),
-                      token_prefix=tokens.token_prefix(plain), expires_at=expires)
+                      token_prefix=tokens.token_prefix(plain), expires_at=expires,
+                      worker_id=req.worker_id)
     done = await d.executor.execute(ctx.org, TOKEN, cmd.token_id, cmd, ctx.actor, req.request_id)
     state = done.state
     assert state is not None
     return Seq({"id": state.id, "token": plain, "name": state.name, "role": state.role,
-                "prefix": state.token_prefix, "expires_at": state.expires_at}, done.seq)
+                "prefix": state.token_prefix, "expires_at": state.expires_at,
+                "worker_id": state.worker_id}, done.seq)
 
 
 async def list_tokens(d: Deps, ctx: Context, req: protocol.TokenListReq) -> list[dict[str, Any]]:

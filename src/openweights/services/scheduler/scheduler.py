@@ -35,6 +35,7 @@ from openweights.errors import Conflict, OpenWeightsError
 from openweights.events import Actor, Event, JobCanceled, JobCompleted, JobTimeoutExtended
 from openweights.execute import Executor
 from openweights.services.lifecycle import declare_lost
+from openweights.services.scheduler.budgets import enforce_limits
 from openweights.subjects import Subjects
 
 log = structlog.get_logger("scheduler")
@@ -244,6 +245,7 @@ class Scheduler:
             await anyio.sleep(self.settings.scheduler_check_s)  # a period, not a wait
             try:
                 await self.check_deadlines(datetime.now(UTC))
+                await enforce_limits(self.fold, self.executor, self.executor.clock(), ME)
             except OpenWeightsError as exc:
                 log.warning("scheduler.check_failed", error=str(exc))
 
