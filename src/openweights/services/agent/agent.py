@@ -26,6 +26,7 @@ from openweights.isolation import JobIsolation, choose, harden_home
 from openweights.sdk.transport import Transport
 from openweights.services.agent.api import AgentApi
 from openweights.services.agent.control import RunControls
+from openweights.services.agent.env import prepare_env
 from openweights.services.agent.gpu import HardwareInfo, gpu_health_problems, read_gpus
 from openweights.services.agent.runs import RunExecutor
 from openweights.subjects import check_token
@@ -69,6 +70,9 @@ class Agent:
 
     # -- lifecycle ---------------------------------------------------------------------
     async def run(self) -> None:
+        # Before registering: the image's environment is ready when a job comes.
+        env = await prepare_env(self.docker_image, self.settings)
+        self.runs.shells.python, self.runs.env_note = str(env.python), env.note
         nc = await self.api.connect()
         org, subjects = self.api.org, self.api.subjects
         subs = [

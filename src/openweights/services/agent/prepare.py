@@ -28,7 +28,7 @@ from openweights.services.agent.output import OnLine, call_back
 from openweights.services.agent.process import Sweep
 from openweights.services.agent.workspace import Workspace
 
-__all__ = ["JobPreparationFailed", "prepare_run", "sweeper", "tell"]
+__all__ = ["JobPreparationFailed", "note", "prepare_run", "sweeper", "tell"]
 
 log = structlog.get_logger("agent")
 
@@ -89,7 +89,12 @@ def _make_parents(root: Path, parts: tuple[str, ...]) -> list[Path]:
 async def tell(log_path: Path, on_line: OnLine, why: str) -> None:
     """Put why a run did not start in its log, as its output would be: its log file
     says it, and so do the live log lines."""
-    line = f"openweights: the job could not start: {why}".encode(errors="replace")
+    await note(log_path, on_line, f"the job could not start: {why}")
+
+
+async def note(log_path: Path, on_line: OnLine, what: str) -> None:
+    """Put ``what`` (the agent's, not the job's) in the run's log and live lines."""
+    line = f"openweights: {what}".encode(errors="replace")
     try:
         with log_path.open("ab") as f:
             f.write(line + b"\n")

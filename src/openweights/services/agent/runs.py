@@ -36,7 +36,7 @@ from openweights.services.agent.gpu import (
 )
 from openweights.services.agent.job_io import collect_uploads, job_base_env
 from openweights.services.agent.output import OnLine
-from openweights.services.agent.prepare import prepare_run, sweeper, tell
+from openweights.services.agent.prepare import note, prepare_run, sweeper, tell
 from openweights.services.agent.process import ProcessOutcome, run_job_process, unstarted
 from openweights.services.agent.reporting import (
     Collect,
@@ -102,6 +102,9 @@ class RunExecutor:
         self.workspaces = Workspaces(workdir_root, isolation)
         base_env = job_base_env(os.environ, settings, api.transport.api_key)
         self.shells = Shells(api.worker_id, hardware.gpu_count, base_env, isolation)
+        # What each run's log says first about its environment (an unknown image runs
+        # in the agent's own: ``openweights.workerenv``); None: nothing to say.
+        self.env_note: str | None = None
         # org -> (version, secrets) from the last start reply (see Assignment.secrets_seq)
         self._secrets: dict[str, tuple[int, dict[str, str]]] = {}
 
@@ -266,6 +269,8 @@ class RunExecutor:
                 await shell.discard()
             await tell(ws.log, on_line, why)
             return unstarted(why)
+        if self.env_note is not None:
+            await note(ws.log, on_line, self.env_note)
         return await run_job_process(
             a.script, cwd=ws.dir, env=env, on_line=on_line, log_path=ws.log,
             cancel=control.cancel, grace_s=self.settings.cancel_grace_s, shell=shell,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -30,11 +31,13 @@ class Shells:
         self.isolation = isolation
         self._warm: WarmShell | None = None  # the next job's shell, spawned ahead
         self._warm_ok = True
+        # The python of the image's worker environment, first on each job's PATH.
+        self.python = sys.executable
 
     def job_env(self, run_id: str, job_id: str, secrets: dict[str, str],
                 home: Path) -> dict[str, str]:
         env = build_job_env(self._base_env, run_id=run_id, n_gpus=self.gpu_count,
-                            secrets=secrets)
+                            secrets=secrets, python_executable=self.python)
         env.update(OPENWEIGHTS_JOB_ID=job_id, OW_WORKER_ID=self.worker_id, HOME=str(home))
         return env
 
