@@ -52,11 +52,14 @@ app = typer.Typer(cls=Group, no_args_is_help=True, add_completion=False,
 
 
 @friendly
-def up() -> None:
+def up(runpod_stub: bool = typer.Option(
+        False, "--runpod-stub",
+        help="Provision on a RunPod stand-in served here (OW_BACKEND=runpod; development)",
+)) -> None:
     """Start the whole stack on this machine (embedded NATS and Postgres unless given)."""
     from openweights.cli.up import run_up  # the servers' code, only for this command
 
-    run_up(settings(), console)
+    run_up(settings(), console, runpod_stub=runpod_stub)
 
 
 def _commands(target: typer.Typer, *commands: Callable[..., Any]) -> None:

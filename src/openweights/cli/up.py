@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import anyio
 import structlog
@@ -95,6 +95,7 @@ class Stack:
         self.children: list[Child] = []
         self._lock: TextIO | None = None
         self.dashboard_url: str | None = None
+        self.runpod_stub: Any = None  # `ow up --runpod-stub`: RunPod's stand-in, here
 
     def lock(self) -> None:
         """Hold ``$OW_HOME/up.lock`` for our lifetime: one `ow up` per home (a second
@@ -133,6 +134,8 @@ class Stack:
             database_url = self.pg.database_url(DATABASE)
         if self.settings.secret_key is None:
             update["secret_key"] = load_or_create_key(home / "secret.key")
+        if self.runpod_stub is not None:
+            update.update(backend="runpod", runpod_api_key=self.runpod_stub.add_key("stand-in"))
         return self.settings.model_copy(update={"nats_url": nats_url,
                                                 "database_url": database_url, **update})
 
@@ -199,9 +202,22 @@ class Stack:
             self.console.print(f"{time.strftime('%H:%M:%S')} {text}", markup=False,
                                highlight=False, soft_wrap=True)
 
+    def start_runpod_stub(self) -> None:
+        """A RunPod stand-in on this machine (development, demos): its pods' containers
+        are agent processes here. The provisioner's SDK finds it through
+        RUNPOD_API_BASE_URL, which the services inherit."""
+        from openweights.services.testing.runpod_stub import RunPodStub
+
+        self.runpod_stub = RunPodStub(self.settings.home / "runpod-stub").start()
+        os.environ["RUNPOD_API_BASE_URL"] = self.runpod_stub.url
+        self.say(f"RunPod is a stand-in at {self.runpod_stub.url} (--runpod-stub): pods are "
+                 "agent processes on this machine")
+
     def stop(self) -> None:
         for child in reversed(self.children):
             child.stop()
+        if self.runpod_stub is not None:  # after the provisioner, which terminates its pods
+            self.runpod_stub.close()
         if self.pg is not None:
             self.pg.stop()
         if self.nats is not None:
@@ -271,7 +287,7 @@ async def wait_ready(settings: Settings, token_file: str | None) -> None:
                     await aow.close()
 
 
-def run_up(settings: Settings, console: Console) -> None:
+def run_up(settings: Settings, console: Console, *, runpod_stub: bool = False) -> None:
     stack = Stack(settings, console)
     stack.lock()  # a refused `ow up` ends here, before the `finally` that stops a stack
     harden_home(settings.home)  # keys, tokens, the servers' data: the operator's alone
@@ -279,6 +295,8 @@ def run_up(settings: Settings, console: Console) -> None:
     up_log = open(settings.home / "logs" / "up.log", "a", buffering=1)  # noqa: SIM115
     configure_logging(json=True, file=up_log)
     try:
+        if runpod_stub:
+            stack.start_runpod_stub()
         full = stack.start_servers()
         # After Postgres's start: as root, pgserver opens the directories above its data
         # to everyone, which decides whether a job's user can run the agent's Python.
