@@ -6,10 +6,7 @@ bound and listening before the test begins, so nothing waits for it to start."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,12 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from openweights.config import Settings
-from openweights.services.dashboard.__main__ import client_settings
-from openweights.services.dashboard.app import create_app
+from openweights.services.testing.dashboard import serve_dashboard
 from openweights.services.testing.stack import services_thread
 from tests.tenancy import conftest as tenancy
 from tests.tenancy.conftest import World, open_world
@@ -30,27 +24,6 @@ from tests.tenancy.conftest import World, open_world
 auth_nats = tenancy.auth_nats  # the tenancy tests' auth-callout nats-server (a fixture)
 
 CHROMIUM = os.environ.get("OW_TEST_CHROMIUM", "/usr/bin/chromium")
-
-
-@contextmanager
-def serve_dashboard(settings: Settings) -> Iterator[str]:
-    """The dashboard for ``settings``' token holders, at the URL this yields."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(client_settings(settings)),
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])),
-                              name="ow-dashboard", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
 
 
 @dataclass
