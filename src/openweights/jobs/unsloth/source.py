@@ -86,16 +86,22 @@ def _from_hub(model: str) -> Path:
     )
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    try:  # the cache first: a model there needs no network (nor HF_HUB_OFFLINE)
+        return Path(snapshot_download(model, local_files_only=True))
+    except LocalEntryNotFoundError:
+        if offline:
+            raise ModelNotFound(f"model {model!r} was not found: no openweights model has "
+                                "this id, it is not in the local Hugging Face cache, and "
+                                "HF_HUB_OFFLINE is set") from None
+    except HFValidationError as exc:
+        raise ModelNotFound(f"model {model!r} is not a Hugging Face id nor an openweights "
+                            f"model id: {exc}") from None
     try:
         return Path(snapshot_download(model, token=os.environ.get("HF_TOKEN") or None))
     except (RepositoryNotFoundError, GatedRepoError) as exc:
         raise ModelNotFound(f"model {model!r} was not found: no openweights model has this "
                             f"id, and the Hugging Face Hub says {type(exc).__name__}") from None
     except LocalEntryNotFoundError:
-        where = "HF_HUB_OFFLINE is set" if offline else "the Hub could not be reached"
         raise ModelNotFound(f"model {model!r} was not found: no openweights model has this "
-                            f"id, it is not in the local Hugging Face cache, and {where}"
-                            ) from None
-    except HFValidationError as exc:
-        raise ModelNotFound(f"model {model!r} is not a Hugging Face id nor an openweights "
-                            f"model id: {exc}") from None
+                            "id, it is not in the local Hugging Face cache, and the Hub "
+                            "could not be reached") from None

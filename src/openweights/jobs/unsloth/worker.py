@@ -43,18 +43,20 @@ def read_rows(reporter: Reporter, file_id: str | None, what: str) -> list[dict[s
 def train(cfg: TrainingConfig, job_id: str | None, reporter: Reporter) -> None:
     if cfg.logp_callback_datasets:
         os.environ["UNSLOTH_RETURN_LOGITS"] = "1"
-    from openweights.jobs.unsloth.callbacks import CheckpointCallback, MetricsCallback
-    from openweights.jobs.unsloth.evaluation import eval_callbacks
-    from openweights.jobs.unsloth.loading import add_lora, load_unsloth
-    from openweights.jobs.unsloth.resume import restore
     from openweights.jobs.unsloth.source import resolve
-    from openweights.jobs.unsloth.trainers import build_trainer
 
     started = time.perf_counter()
-    resolved = resolve(cfg.model, reporter, model_cache())
+    resolved = resolve(cfg.model, reporter, model_cache())  # before the ML imports: fail fast
+    from openweights.jobs.unsloth.loading import add_lora, load_unsloth
+
     model, tokenizer = load_unsloth(resolved, max_seq_length=cfg.max_seq_length,
                                     load_in_4bit=cfg.load_in_4bit,
                                     chat_template=cfg.chat_template)
+    from openweights.jobs.unsloth.callbacks import CheckpointCallback, MetricsCallback
+    from openweights.jobs.unsloth.evaluation import eval_callbacks
+    from openweights.jobs.unsloth.resume import restore
+    from openweights.jobs.unsloth.trainers import build_trainer
+
     model = add_lora(model, cfg, unsloth=True)
     train_rows = read_rows(reporter, cfg.training_file, "training_file") or []
     test_rows = read_rows(reporter, cfg.test_file, "test_file")
