@@ -115,6 +115,10 @@ class JobSubmit(Request, kw_only=True):
     # The VRAM need is ``Jobs.requires_vram_gb``'s default, which the job class did not
     # choose: refused where no machine can ever have it (the CPU-only local stack).
     vram_defaulted: bool = False
+    # Dotted paths of string params (``validated_params.finetuned_model_id``) whose
+    # ``{job_id}`` the service fills with the job's id once it has hashed the params: the
+    # id covers the template, the stored value is final (fine-tuning's model id).
+    fill_job_id: list[str] = []
 
 
 class JobRef(Request, kw_only=True):
@@ -146,6 +150,18 @@ class JobFind(Request, kw_only=True):
     params: dict[str, Any]
     limit: int = 100
     cursor: str | None = None
+
+
+class ModelList(Request, kw_only=True):
+    """Models jobs produced (``openweights.jobs.models``), newest first."""
+
+    limit: int = 100
+    job_id: str | None = None  # only this job's
+    cursor: str | None = None
+
+
+class ModelRef(Request, kw_only=True):
+    model_id: str
 
 
 class RunList(Request, kw_only=True):
@@ -374,6 +390,8 @@ ENDPOINTS: dict[str, type[Request]] = {
     "runs.list": RunList,
     "runs.get": RunRef,
     "events.list": EventList,
+    "models.list": ModelList,
+    "models.get": ModelRef,
     "events.latest": EventLatest,
     "run.log": RunLog,
     "run.script.start": ScriptRunStart,

@@ -18,6 +18,7 @@ from openweights.sdk.costs import Costs
 from openweights.sdk.current_run import CurrentRun
 from openweights.sdk.custom import REGISTERED, Jobs
 from openweights.sdk.loop import LoopThread, twin
+from openweights.sdk.models import Models
 from openweights.sdk.sync_models import Job
 from openweights.sdk.sync_resources import (
     Events,
@@ -67,6 +68,7 @@ class OpenWeights:
         self.tokens = Tokens(a.tokens, self._loop)
         self.secrets = Secrets(a.secrets, self._loop)
         self.workers = Workers(a.workers, self._loop)
+        self.models = Models(a.models, self._loop)
         self.costs = Costs(a.costs, self._loop)
         self._run: CurrentRun | None = None
         self._bound: dict[str, BoundJobs] = {}

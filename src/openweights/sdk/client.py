@@ -14,12 +14,14 @@ from typing import Any
 
 from openweights.config import Settings
 from openweights.errors import InvalidRequest, NotConnected
+from openweights.jobs import builtin  # noqa: F401 - registers ow.fine_tuning, ow.logprob, ...
 from openweights.sdk.costs import AsyncCosts
 from openweights.sdk.current_run import AsyncCurrentRun
 from openweights.sdk.custom import Jobs, track
 from openweights.sdk.events import AsyncEvents
 from openweights.sdk.files import AsyncFiles
 from openweights.sdk.jobs import AsyncJobsResource
+from openweights.sdk.models import AsyncModels
 from openweights.sdk.runs import AsyncRuns
 from openweights.sdk.tenancy import AsyncSecrets, AsyncTokens
 from openweights.sdk.transport import Transport
@@ -50,6 +52,7 @@ class AsyncOpenWeights:
     tokens: AsyncTokens
     secrets: AsyncSecrets
     workers: AsyncWorkers
+    models: AsyncModels
     costs: AsyncCosts
 
     def __init__(self, api_key: str | None = None, nats_url: str | None = None, *,
@@ -71,6 +74,7 @@ class AsyncOpenWeights:
         self.tokens = AsyncTokens(t)
         self.secrets = AsyncSecrets(t)
         self.workers = AsyncWorkers(t)
+        self.models = AsyncModels(t, self.files)
         self.costs = AsyncCosts(t)
         self._run: AsyncCurrentRun | None = None
         track(self)

@@ -105,7 +105,8 @@ class AsyncJobsResource:
                      allowed_hardware: list[str] | None = None,
                      timeout: datetime | float | None = None,  # noqa: ASYNC109 - deadline
                      job_id_suffix: str | None = None,
-                     vram_defaulted: bool = False) -> AsyncJob:
+                     vram_defaulted: bool = False,
+                     fill_job_id: list[str] | None = None) -> AsyncJob:
         """Submit a job spec as it is (custom job classes build one from their params).
 
         Its id is ``<id_prefix>-<hash of the spec>[-<job_id_suffix>]``: the same spec again
@@ -115,7 +116,8 @@ class AsyncJobsResource:
         unknown hardware, a file id that does not exist, or a defaulted VRAM need no
         machine of the stack can ever have. ``timeout``: the job's deadline, an instant or
         seconds from now; once it passes, pending or running, the job is canceled with
-        the reason "timeout"."""
+        the reason "timeout". ``fill_job_id``: dotted paths of string params whose
+        ``{job_id}`` the service fills with the id (which hashes them unfilled)."""
         # A number of seconds becomes a deadline on the services' clock, not ours.
         seconds = None if timeout is None or isinstance(timeout, datetime) else float(timeout)
         return await self._job(await self._t.call(
@@ -123,7 +125,7 @@ class AsyncJobsResource:
             script=script, docker_image=docker_image, requires_vram_gb=requires_vram_gb,
             allowed_hardware=allowed_hardware, timeout=timeout if seconds is None else None,
             timeout_s=seconds, job_id_suffix=job_id_suffix,
-            vram_defaulted=vram_defaulted))
+            vram_defaulted=vram_defaulted, fill_job_id=fill_job_id or []))
 
     async def _cost(self, job_id: str) -> float:
         """What job ``job_id`` cost so far (USD); 0 for a job that never ran."""

@@ -72,12 +72,14 @@ class JobsResource:
                params: dict[str, Any] | None = None, requires_vram_gb: int | None = 0,
                allowed_hardware: list[str] | None = None,
                timeout: datetime | float | None = None,
-               job_id_suffix: str | None = None, vram_defaulted: bool = False) -> Job:
+               job_id_suffix: str | None = None, vram_defaulted: bool = False,
+               fill_job_id: list[str] | None = None) -> Job:
         return Job._of(self._loop.run(self._a.submit(
             id_prefix=id_prefix, script=script, docker_image=docker_image, type=type,
             model=model, params=params, requires_vram_gb=requires_vram_gb,
             allowed_hardware=allowed_hardware, timeout=timeout,
-            job_id_suffix=job_id_suffix, vram_defaulted=vram_defaulted)), self._loop)
+            job_id_suffix=job_id_suffix, vram_defaulted=vram_defaulted,
+            fill_job_id=fill_job_id)), self._loop)
 
     @twin(AsyncJobsResource.retrieve)
     def retrieve(self, job_id: str) -> Job:

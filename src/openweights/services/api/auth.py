@@ -23,7 +23,8 @@ ADMIN_ONLY = frozenset({"tokens.create", "tokens.list", "tokens.revoke", "secret
 WORKER = frozenset({"agent.register", "agent.run.start", "agent.run.end", "agent.run.uploaded",
                     "agent.stopped", "agent.ttl", "agent.secrets", "files.upload.begin",
                     "files.upload.chunk", "files.upload.end", "files.upload.abort",
-                    "files.get", "files.read", "run.log", "jobs.get", "logs.read"})
+                    "files.get", "files.read", "run.log", "jobs.get", "logs.read",
+                    "models.get"})
 
 
 class Principal(msgspec.Struct, frozen=True):

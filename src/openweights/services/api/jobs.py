@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,6 +46,24 @@ def referenced_file_ids(value: Any) -> set[str]:
         for v in value:
             found |= referenced_file_ids(v)
     return found
+
+
+def fill_job_id(params: dict[str, Any], paths: list[str], job_id: str) -> dict[str, Any]:
+    """``params`` with ``{job_id}`` in the string at each dotted path replaced by
+    ``job_id`` (copied on the way down; ``params`` is left as it was). Raises
+    ``InvalidRequest`` for a path that names no string."""
+    if not paths:
+        return params
+    out = copy.deepcopy(params)
+    for path in paths:
+        *parents, leaf = path.split(".")
+        node: Any = out
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or not isinstance(node.get(leaf), str):
+            raise InvalidRequest(f"fill_job_id: params has no string at {path!r}")
+        node[leaf] = node[leaf].replace("{job_id}", job_id)
+    return out
 
 
 def check_mounts(d: Deps, org: str, mounted: Any) -> None:
@@ -117,11 +136,12 @@ def validate_submit(d: Deps, org: str, req: protocol.JobSubmit) -> SubmitJob:
     # change in place on resubmission (script, image, hardware, VRAM) is left out.
     job_id = ids.job_id(req.id_prefix, {"type": req.type, "model": req.model,
                                         "params": req.params}, org, req.job_id_suffix)
+    params = fill_job_id(req.params, req.fill_job_id, job_id)
     timeout = _deadline(d, req)
     if req.type == "api" and timeout is None:
         # An API deployment lives on a lease its client renews (jobs.lease).
         timeout = d.clock() + timedelta(seconds=API_LEASE_S)
-    spec = JobSpec(type=req.type, model=req.model, params=req.params, script=req.script,
+    spec = JobSpec(type=req.type, model=req.model, params=params, script=req.script,
                    docker_image=req.docker_image, requires_vram_gb=req.requires_vram_gb,
                    allowed_hardware=hardware, timeout=timeout)
     return SubmitJob(job_id=check_token(job_id, "job id"), org=org, spec=spec)

@@ -1,0 +1,12 @@
+"""Registers the built-in job types (``ow.fine_tuning``, ``ow.weighted_sft``,
+``ow.logprob``) on every client: the SDK client imports this module."""
+
+from __future__ import annotations
+
+from openweights.jobs.logprob.job import LogProb
+from openweights.jobs.unsloth.job import FineTuning
+from openweights.jobs.weighted_sft.job import WeightedSFT
+
+__all__ = ["BUILTIN", "FineTuning", "LogProb", "WeightedSFT"]
+
+BUILTIN = {"fine_tuning": FineTuning, "weighted_sft": WeightedSFT, "logprob": LogProb}
