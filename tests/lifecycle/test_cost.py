@@ -41,7 +41,16 @@ from openweights.domain.commands import (
     SubmitJob,
     TerminateWorker,
 )
-from openweights.events import Actor, Event, JobSpec
+from openweights.events import (
+    Actor,
+    Event,
+    JobAssigned,
+    JobCompleted,
+    JobSpec,
+    WorkerMachineStarted,
+    WorkerRequested,
+    WorkerTerminated,
+)
 from openweights.replay import rebuild, verify
 from openweights.services.testing.stack import services_thread
 from openweights.subjects import Subjects
@@ -197,3 +206,31 @@ def test_ow_cost_prints_the_figures_as_a_table_and_json(settings: Settings) -> N
         assert data["rows"] == [{"key": WID, "usd": pytest.approx(PRICE * 3599 / 3600)}]
         bad = ow_cli("cost", "--by", "color")
         assert bad.returncode == 2 and "'color'" in bad.stderr
+
+
+def test_a_job_on_the_local_backends_1x_h100s_costs_its_runs_span_at_the_recorded_price(
+        lab: Any) -> None:
+    """The real thing: the provisioner starts a (fake-GPU) 1x H100S machine and records
+    its price; the job's cost is that price times its run's span, as recorded."""
+    lab.configure(local_fake_gpus=1, local_fake_gpu_type="H100S",
+                  idle_shutdown_s=1.0, min_worker_age_s=1.0)
+    lab.start()
+    job = lab.submit("echo costs something", requires_vram_gb=40)
+    assert job.wait(timeout=60).status == "completed"
+    gone = lab.live.wait_event(WorkerTerminated, 60)
+    (started,) = [s.event for s in lab.read("worker", gone.agg_id)
+                  if isinstance(s.event, WorkerMachineStarted)]
+    (requested,) = [s.event for s in lab.read("worker", gone.agg_id)
+                    if isinstance(s.event, WorkerRequested)]
+    assert requested.hardware == "1x H100S"
+    assert started.price_per_hour > 0  # a 1x H100S is priced like the provider's
+    events = [s.event for s in lab.read("job", job.id)]
+    (assigned,) = [e for e in events if isinstance(e, JobAssigned)]
+    (completed,) = [e for e in events if isinstance(e, JobCompleted)]
+    span_h = (completed.at - max(assigned.at, started.at)).total_seconds() / 3600
+    lab.sees(gone.seq)
+    assert lab.ow.jobs.retrieve(job.id).cost == pytest.approx(started.price_per_hour * span_h)
+    terminated = gone.event
+    life_h = (terminated.at - started.at).total_seconds() / 3600
+    by_worker = figures(lab.ow, "worker")
+    assert by_worker == pytest.approx({gone.agg_id: started.price_per_hour * life_h})
