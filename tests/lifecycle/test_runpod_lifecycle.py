@@ -78,3 +78,14 @@ def test_a_pod_that_vanishes_makes_its_worker_lost_and_the_job_runs_again(
     lab.live.wait(lambda live: len(live.of(RunStarted)) == 2, 90, "the job's second run")
     release.touch()
     assert job.wait(timeout=60).status == "completed"
+
+
+def test_the_jobs_default_vram_is_served_on_runpod_by_the_cheapest_fitting_gpu(
+        runpod: RunPodRig) -> None:  # noqa: F811
+    lab = runpod.lab
+    lab.start()
+    # 24 GB, the Jobs default nobody chose: refused on a CPU-only local stack, but RunPod
+    # rents it, and the cheapest GPU whose VRAM less 5 GB covers it is an A40 (48 GB).
+    job = runpod.submit("echo big enough", requires_vram_gb=24, vram_defaulted=True)
+    assert job.wait(timeout=90).status == "completed"
+    assert [s.event.hardware for s in lab.live.of(WorkerRequested)] == ["1x A40"]

@@ -23,10 +23,12 @@ from openweights.events import JobReset, JobSpec, JobSubmitted
 from openweights.hardware import local_hardware, offers, validate_allowed_hardware
 from openweights.services.api import paging, views
 from openweights.services.api.context import Context, Deps, Page, Seq
+from openweights.services.provisioner.catalog import Catalog
 from openweights.spending import check_submission
 from openweights.subjects import check_token
 
 API_LEASE_S = 15 * 60
+_CATALOG = Catalog()  # the built-in table: what OW_BACKEND=runpod can rent
 MAX_LEASE_S = 24 * 3600
 JOB_TYPES = frozenset({"fine-tuning", "inference", "script", "api", "custom"})
 _JOB_STATUSES = frozenset({"pending", "in_progress", "completed", "failed", "canceled"})
@@ -84,6 +86,8 @@ def check_servable(d: Deps, org: str, req: protocol.JobSubmit) -> None:
     s = d.settings
     machine = local_hardware(s.local_fake_gpus, s.local_fake_gpu_type)
     need = req.requires_vram_gb
+    if s.backend == "runpod":  # the catalog's machines, up to 8 GPUs each
+        machine = next(iter(_CATALOG.options(need, None)), machine)
     if offers(machine, need, None) or any(
             w.org == org and w.status in ("starting", "active") and (need or 0) <= w.vram_gb
             for w in d.fold.of_kind(WORKER)):
