@@ -11,8 +11,11 @@ from pathlib import Path
 import anyio
 import nats
 import pytest
+from click.testing import Result
+from typer.testing import CliRunner
 
 from openweights import OpenWeights
+from openweights.cli.main import app
 from openweights.config import Settings
 from openweights.errors import InvalidRequest, NotFound
 from openweights.images import WORKER_UNSLOTH
@@ -149,7 +152,14 @@ def test_bad_input_is_refused_and_nothing_is_appended(
     assert [j for j in ow.jobs.list(limit=100) if j.id.startswith("ftjob-")] == []
 
 
-def test_models_a_run_announces_are_listed(ow: OpenWeights, tmp_path: Path) -> None:
+def cli(stack: Settings, *args: str) -> Result:
+    env = {"OW_NATS_URL": stack.nats_url, "OW_DATABASE_URL": stack.database_url,
+           "OW_NAMESPACE": stack.namespace, "OW_HOME": str(stack.home), "COLUMNS": "200"}
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+def test_models_a_run_announces_are_listed(ow: OpenWeights, stack: Settings,
+                                           tmp_path: Path) -> None:
     weights = tmp_path / "adapter_model.safetensors"
     weights.write_bytes(b"\x00weights")
     config = tmp_path / "adapter_config.json"
@@ -173,3 +183,9 @@ def test_models_a_run_announces_are_listed(ow: OpenWeights, tmp_path: Path) -> N
     assert (out / "adapter_model.safetensors").read_bytes() == b"\x00weights"
     with pytest.raises(NotFound, match="ow models ls"):
         ow.models.retrieve("me/never")
+
+    shown = cli(stack, "models", "ls")
+    assert shown.exit_code == 0 and "me/base-ftjob-0" in shown.output, shown.output
+    assert "lora" in shown.output and "org/base" in shown.output
+    as_json = json.loads(cli(stack, "models", "ls", "--json").output)
+    assert [m["id"] for m in as_json] == ["me/base-ftjob-0"]

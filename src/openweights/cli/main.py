@@ -21,6 +21,7 @@ from openweights.cli import (
     exec_cmd,
     files,
     jobs,
+    models_cmd,
     replay,
     tenancy,
     worker_cmd,
@@ -92,6 +93,10 @@ app.add_typer(_group("Organization secrets (encrypted at rest).", {
     "show": tenancy.env_show, "rm": tenancy.env_rm}), name="env")
 
 app.command("worker", cls=Command)(worker_cmd.worker)
+app.add_typer(_group("Models your jobs produced.", {"ls": models_cmd.models_ls}),
+              name="models")
+app.add_typer(_group("Local Python environments of the worker images.", {
+    "build": models_cmd.image_build, "ls": models_cmd.image_ls}), name="image")
 _cost = typer.Typer(cls=Group, invoke_without_command=True)
 _cost.callback()(costs.cost)
 _cost.add_typer(_group("Lifetime spending limits (admins).", {
