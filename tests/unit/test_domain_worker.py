@@ -217,11 +217,26 @@ def test_the_matrix_covers_every_command() -> None:
 # -- what each event records -----------------------------------------------------------
 def test_a_requested_worker_remembers_why_and_where() -> None:
     state = given(requested(), WorkerMachineStarted(at=NOW, by=PROVISIONER, worker_id=WID,
-                                                    machine_id="pod-x8kq"))
+                                                    machine_id="pod-x8kq", price_per_hour=2.99))
     assert state == WorkerState(id=WID, org="org-a", status="starting", created_at=T0,
                                 updated_at=NOW, managed=True, backend="runpod",
                                 docker_image="img:v1", hardware_type="1x H100S",
-                                machine_id="pod-x8kq", reason="1 pending job")
+                                machine_id="pod-x8kq", reason="1 pending job",
+                                price_per_hour=2.99, machine_started_at=NOW)
+
+
+def test_a_machine_is_billed_from_its_start_to_its_termination() -> None:
+    started = given(requested(), WorkerMachineStarted(at=NOW, by=PROVISIONER, worker_id=WID,
+                                                      machine_id="pod-x8kq",
+                                                      price_per_hour=2.99))
+    later = NOW + timedelta(hours=2)
+    ended = worker.evolve(started, WorkerTerminated(at=later, by=PROVISIONER, worker_id=WID,
+                                                    reason="idle"))
+    assert (ended.machine_started_at, ended.machine_ended_at) == (NOW, later)
+    # A machine that never started (failed, or an agent joined by hand) has no lifetime.
+    never = worker.evolve(given(requested()), WorkerTerminated(
+        at=later, by=PROVISIONER, worker_id=WID, reason="gone"))
+    assert never.machine_started_at is None and never.machine_ended_at is None
 
 
 def test_registration_records_the_machine_and_keeps_the_backend() -> None:
