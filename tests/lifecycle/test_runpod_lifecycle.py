@@ -89,3 +89,17 @@ def test_the_jobs_default_vram_is_served_on_runpod_by_the_cheapest_fitting_gpu(
     job = runpod.submit("echo big enough", requires_vram_gb=24, vram_defaulted=True)
     assert job.wait(timeout=90).status == "completed"
     assert [s.event.hardware for s in lab.live.of(WorkerRequested)] == ["1x A40"]
+
+
+def test_a_job_on_a_multi_gpu_pod_sees_all_its_gpus(runpod: RunPodRig) -> None:  # noqa: F811
+    lab = runpod.lab
+    lab.start()
+    job = runpod.submit('echo "gpus=$N_GPUS cuda=$CUDA_VISIBLE_DEVICES"',
+                        allowed_hardware=["2x A40"])
+    assert job.wait(timeout=90).status == "completed"
+    assert lab.live.wait_line("gpus=", 10).text == "gpus=2 cuda=0,1"
+    started = lab.live.wait_event(WorkerMachineStarted, 1).event
+    assert isinstance(started, WorkerMachineStarted)
+    assert started.price_per_hour == 0.88
+    assert (runpod.pod_of(started).gpu_type_id, runpod.pod_of(started).gpu_count) == (
+        GPUS["A40"], 2)
