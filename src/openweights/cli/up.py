@@ -15,13 +15,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import anyio
 import structlog
@@ -95,7 +96,9 @@ class Stack:
         self.children: list[Child] = []
         self._lock: TextIO | None = None
         self.dashboard_url: str | None = None
-        self.runpod_stub: Any = None  # `ow up --runpod-stub`: RunPod's stand-in, here
+        # `ow up --runpod-stub`: RunPod's stand-in, a process here, and its one key
+        self.runpod_stub: subprocess.Popen[str] | None = None
+        self.runpod_key: str | None = None
 
     def lock(self) -> None:
         """Hold ``$OW_HOME/up.lock`` for our lifetime: one `ow up` per home (a second
@@ -134,8 +137,8 @@ class Stack:
             database_url = self.pg.database_url(DATABASE)
         if self.settings.secret_key is None:
             update["secret_key"] = load_or_create_key(home / "secret.key")
-        if self.runpod_stub is not None:
-            update.update(backend="runpod", runpod_api_key=self.runpod_stub.add_key("stand-in"))
+        if self.runpod_key is not None:
+            update.update(backend="runpod", runpod_api_key=self.runpod_key)
         return self.settings.model_copy(update={"nats_url": nats_url,
                                                 "database_url": database_url, **update})
 
@@ -203,21 +206,36 @@ class Stack:
                                highlight=False, soft_wrap=True)
 
     def start_runpod_stub(self) -> None:
-        """A RunPod stand-in on this machine (development, demos): its pods' containers
-        are agent processes here. The provisioner's SDK finds it through
-        RUNPOD_API_BASE_URL, which the services inherit."""
-        from openweights.services.testing.runpod_stub import RunPodStub
-
-        self.runpod_stub = RunPodStub(self.settings.home / "runpod-stub").start()
-        os.environ["RUNPOD_API_BASE_URL"] = self.runpod_stub.url
-        self.say(f"RunPod is a stand-in at {self.runpod_stub.url} (--runpod-stub): pods are "
-                 "agent processes on this machine")
+        """A RunPod stand-in on this machine (development, demos), in its own process (the
+        library runs the services' code only as processes): its pods' containers are
+        agent processes here. The provisioner's SDK finds it through RUNPOD_API_BASE_URL,
+        which the services inherit."""
+        self.runpod_key = f"stand-in-{secrets.token_hex(8)}"
+        log = open(self.settings.home / "logs" / "runpod-stub.log", "a")  # noqa: SIM115
+        self.runpod_stub = subprocess.Popen(
+            [sys.executable, "-m", "openweights.services.testing.runpod_stub",
+             "--root", str(self.settings.home / "runpod-stub"), "--key", self.runpod_key],
+            stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
+        assert self.runpod_stub.stdout is not None
+        url = self.runpod_stub.stdout.readline().strip()  # its first line: where it listens
+        if not url:
+            raise StackUnavailable(
+                "the RunPod stand-in did not start (exit status "
+                f"{self.runpod_stub.wait()}); see {log.name}")
+        os.environ["RUNPOD_API_BASE_URL"] = url
+        self.say(f"RunPod is a stand-in at {url} (--runpod-stub): pods are agent processes "
+                 "on this machine")
 
     def stop(self) -> None:
         for child in reversed(self.children):
             child.stop()
         if self.runpod_stub is not None:  # after the provisioner, which terminates its pods
-            self.runpod_stub.close()
+            self.runpod_stub.terminate()  # it stops its pods' processes, then exits
+            try:
+                self.runpod_stub.wait(30)
+            except subprocess.TimeoutExpired:
+                self.runpod_stub.kill()
+                self.runpod_stub.wait()
         if self.pg is not None:
             self.pg.stop()
         if self.nats is not None:
