@@ -117,6 +117,28 @@ class AuthenticationError(OpenWeightsError):
             "status, `ow token create` makes a new one)")
 
 
+class UnknownToken(AuthenticationError):
+    """This stack has no such token (a typo, another stack's, or one never created)."""
+
+    code = "unknown_token"
+    hint = ("check OPENWEIGHTS_API_KEY (`ow token ls` with a working token lists your "
+            "organization's tokens)")
+
+
+class RevokedToken(AuthenticationError):
+    """An admin revoked this token: use another one, or ask an admin for a new one."""
+
+    code = "revoked_token"
+    hint = "ask an admin of your organization for a new token (`ow token create`)"
+
+
+class ExpiredToken(AuthenticationError):
+    """The token is past its expiry: mint a new one."""
+
+    code = "expired_token"
+    hint = "mint a new token with `ow token create --expires 30d`"
+
+
 class Unavailable(OpenWeightsError, ConnectionError):
     """A service did not answer in time; the SDK retries these, you may retry too."""
 
@@ -180,7 +202,8 @@ BY_CODE: dict[str, type[OpenWeightsError]] = {
     cls.code: cls
     for cls in (
         OpenWeightsError, InvalidRequest, NotFound, Conflict, IllegalTransition, Fenced,
-        ConcurrencyConflict, Forbidden, AuthenticationError, Unavailable, StackUnavailable,
+        ConcurrencyConflict, Forbidden, AuthenticationError, UnknownToken, RevokedToken,
+        ExpiredToken, Unavailable, StackUnavailable,
         RateLimited,
         PayloadTooLarge, ReplyTooLarge, SecretKeyMissing, NotConnected, SpendingLimitReached,
     )

@@ -17,6 +17,8 @@
 - ``<ns>api.<org>.<principal>.<endpoint>``: requests to the api service. The principal
   (a token id) is part of the subject so NATS permissions make it unforgeable.
 - ``<ns>whoami.<principal>``: which organization and role a token has.
+- ``<ns>refused.<principal>``: why a token was refused (the only subject a refused
+  connection may publish to, see :mod:`openweights.refusal`).
 - ``<ns>agent.<org>.<worker_id>``: assignments to one agent.
 """
 
@@ -137,6 +139,9 @@ class Subjects:
 
     def whoami(self, principal: str) -> str:
         return f"{self.ns}whoami.{principal}"
+
+    def refusal(self, principal: str) -> str:
+        return f"{self.ns}refused.{principal}"
 
     def agent(self, org: str, worker_id: str) -> str:
         return f"{self.ns}agent.{org}.{worker_id}"

@@ -233,7 +233,7 @@ class Errors:
         self._changed = anyio.Event()
 
     async def wait_for(self, fragment: str) -> None:
-        with anyio.fail_after(5):
+        with anyio.fail_after(5, reason=f"no {fragment!r} among {self.seen}"):
             while not any(fragment.lower() in e for e in self.seen):
                 await self._changed.wait()
 

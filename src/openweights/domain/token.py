@@ -27,6 +27,7 @@ class TokenState(msgspec.Struct, frozen=True):
     status: Literal["active", "revoked"] = "active"
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
+    revoked_by: Actor | None = None  # who revoked it: a refused connection is told
     worker_id: str | None = None
     spending_limit: float | None = None  # USD, lifetime, over the jobs it submitted
 
@@ -59,7 +60,8 @@ def evolve(state: TokenState | None, event: Event) -> TokenState:
                               token_prefix=event.token_prefix, created_at=event.at,
                               expires_at=event.expires_at, worker_id=event.worker_id)
         case TokenRevoked(), TokenState(status="active"):
-            return msgspec.structs.replace(state, status="revoked", revoked_at=event.at)
+            return msgspec.structs.replace(state, status="revoked", revoked_at=event.at,
+                                        revoked_by=event.by)
         case TokenSpendingLimitSet(), TokenState():
             return msgspec.structs.replace(state, spending_limit=event.limit_usd)
     raise IllegalTransition("token", state.status if state else "absent", event.tag)

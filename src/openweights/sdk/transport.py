@@ -34,6 +34,7 @@ from openweights.errors import (
     Unavailable,
     from_wire,
 )
+from openweights.sdk.refusal import why_refused
 from openweights.stack import resolve
 from openweights.subjects import Subjects
 from openweights.tokens import check as check_token_format
@@ -138,14 +139,20 @@ class Transport:
             restarts.admitted(connected[0])
             return connected[0]
         if refused.is_set():
-            # The server says only "authorization violation": which of the three it is
-            # shows in the token list (by this id), which needs a token that works.
-            raise AuthenticationError(
-                f"OPENWEIGHTS_API_KEY (token {self.principal}) was refused: this stack does "
-                "not know it, or it was revoked or has expired; `ow token ls` (with a "
-                "working token) shows its status, `ow token create` makes a new one")
+            # The server says only "authorization violation": the api says which it is.
+            raise await self._refusal(url, "was refused: this stack does not know it, or "
+                                      "it was revoked or has expired")
         cause = f" ({type(last[-1]).__name__}: {last[-1]})" if last else ""
         raise StackUnavailable(f"cannot reach openweights at {url}{cause}; is `ow up` running?")
+
+    async def _refusal(self, url: str, fallback: str) -> AuthenticationError:
+        """Why our token was refused, asked of the api; ``fallback`` if it cannot say."""
+        assert self.api_key is not None
+        told = await why_refused(url, self.api_key, self.subjects,
+                                 min(self.settings.request_timeout_s, 2.0))
+        return told or AuthenticationError(
+            f"OPENWEIGHTS_API_KEY (token {self.principal}) {fallback}; `ow token ls` (with "
+            "a working token) shows its status, `ow token create` makes a new one")
 
     async def _whoami(self, nc: Client) -> None:
         try:
@@ -234,10 +241,8 @@ class Transport:
         delay, deadline = 0.1, anyio.current_time() + self.retry_for_s
         while True:
             if self.auth_refused:  # a reconnect was refused: kicked after a revocation
-                raise AuthenticationError(
-                    f"OPENWEIGHTS_API_KEY (token {self.principal}) was revoked or expired "
-                    "while connected; `ow token ls` shows its status, `ow token create` "
-                    "makes a new one")
+                raise await self._refusal(str(resolve(self.settings).nats_url),
+                                          "was revoked or expired while connected")
             try:
                 return await nc.request(subject, payload, timeout=self.settings.request_timeout_s,
                                         headers=headers)

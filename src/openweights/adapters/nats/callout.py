@@ -59,13 +59,15 @@ class ClientInfo(msgspec.Struct, frozen=True):
     cid: int
     host: str
     kind: str  # "nats", "websocket", "mqtt", "leafnode"
+    name: str = ""  # the connection name the client chose (it asks for a purpose)
 
 
 class Grant(msgspec.Struct, frozen=True):
     """What one connection may do. ``name`` (e.g. the token id) names it in server logs,
     connz and :meth:`AuthCallout.kick`. An empty allow list means "nothing" here.
     ``expires_in_s``: the server closes the connection that many seconds (rounded up to
-    a whole one) after it is admitted; None: never."""
+    a whole one) after it is admitted; None: never. ``kickable``: False for a
+    connection that ends by itself soon (its expiry) and so is not remembered."""
 
     name: str
     pub_allow: list[str]
@@ -73,6 +75,7 @@ class Grant(msgspec.Struct, frozen=True):
     pub_deny: list[str] = []
     sub_deny: list[str] = []
     expires_in_s: float | None = None
+    kickable: bool = True
 
 
 Authorize = Callable[[str, ClientInfo], Awaitable[Grant]]
@@ -144,7 +147,8 @@ class AuthCallout:
             return self._refusal(claims, "authorization failed: see the callout's log")
         if self._kicked_at.get(grant.name, 0) > started:
             return self._refusal(claims, f"{grant.name} was revoked while connecting")
-        self._live.setdefault(grant.name, set()).add((info.server_id, info.cid))
+        if grant.kickable:
+            self._live.setdefault(grant.name, set()).add((info.server_id, info.cid))
         expires = (None if grant.expires_in_s is None
                    else math.ceil(time.time() + grant.expires_in_s))
         user = jwt.user_jwt(user_nkey, self.account, grant.name, grant.pub_allow,
@@ -233,7 +237,9 @@ def _parse_request(claims: dict[str, Any]) -> tuple[str, ClientInfo, str]:
     if not isinstance(nats, dict) or nats.get("type") != "authorization_request":
         raise ValueError("not an authorization_request")
     client = nats.get("client_info") or {}
+    opts = nats.get("connect_opts") or {}
     info = ClientInfo(server_id=str(nats["server_id"]["id"]), cid=int(client["id"]),
-                      host=str(client.get("host", "")), kind=str(client.get("type", "")))
-    token = (nats.get("connect_opts") or {}).get("auth_token") or ""
+                      host=str(client.get("host", "")), kind=str(client.get("type", "")),
+                      name=str(opts.get("name") or client.get("name") or ""))
+    token = opts.get("auth_token") or ""
     return str(nats["user_nkey"]), info, str(token)

@@ -35,8 +35,10 @@ from openweights.domain.aggregates import TOKEN
 from openweights.domain.token import TokenState
 from openweights.errors import AuthenticationError, Unavailable
 from openweights.fold import Fold
+from openweights.refusal import REFUSAL_CONNECTION
 from openweights.services.api.context import Kicker
 from openweights.services.api.indexes import TokenIndex
+from openweights.services.api.refusal import refusal_grant
 
 EXPIRY_CHECK_S = 1.0  # how often past-expiry tokens are looked for (the server is exact)
 log = structlog.get_logger("api")
@@ -101,6 +103,8 @@ class TokenAuthorizer:
     async def __call__(self, token: str, client: ClientInfo) -> Grant:
         if not tokens.TOKEN.match(token):
             raise AuthenticationError("not an openweights token")
+        if client.name == REFUSAL_CONNECTION:  # asks why it was refused, and no more
+            return refusal_grant(self.ns, tokens.token_id(token))
         found = self.tokens.by_hash.get(tokens.token_hash(token))
         state = self.fold.get(found[0], TOKEN, found[1]) if found else None
         now = self.clock()

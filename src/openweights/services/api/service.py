@@ -19,6 +19,7 @@ from nats.micro.service import EndpointConfig, Request, ServiceConfig
 
 from openweights.adapters.nats.callout import AuthCallout
 from openweights.api import protocol
+from openweights.services.api import refusal
 from openweights.services.api.callout import ExpiryWatch
 from openweights.services.api.context import Deps, Handler
 from openweights.services.api.dispatch import handle
@@ -58,6 +59,7 @@ class ApiService:
                     subject=f"{subject}.{d.instance}" if pinned else subject,
                     queue_group=f"api-{d.instance}" if pinned else "api"))
             who = await d.nc.subscribe(d.subjects.whoami("*"), queue="api", cb=self._whoami)
+            why = await d.nc.subscribe(d.subjects.refusal("*"), queue="api", cb=self._why)
             log.info("api.started", seq=d.fold.seq, endpoints=len(self.routes))
             task_status.started()
             try:
@@ -65,12 +67,16 @@ class ApiService:
             finally:
                 with anyio.CancelScope(shield=True):
                     await who.unsubscribe()
+                    await why.unsubscribe()
                     await service.stop()
 
     def _dispatcher(self, endpoint: str, handler: Handler) -> Callable[[Request], Awaitable[None]]:
         async def dispatch(req: Request) -> None:
             self._tg.start_soon(handle, self.deps, handler, endpoint, req)
         return dispatch
+
+    async def _why(self, msg: Msg) -> None:
+        await refusal.answer(self.deps, msg)
 
     async def _whoami(self, msg: Msg) -> None:
         if msg.reply:
