@@ -61,6 +61,10 @@ def test_sign_in_and_watch_a_job_log_and_plot_live(dash: Dash, tmp_path: Path) -
     expect(page.locator("#job-status")).to_have_text("completed")
     expect(page.locator("#timeline")).to_contain_text("job.completed/1")
     expect(page.locator("#timeline")).to_contain_text(f"client:{dash.world.tid('a_admin')}")
+    expect(page.locator("#runs-body")).to_contain_text("completed")  # reloaded live
+    with page.expect_download() as download:  # the run's stored log, as a file
+        page.click("#runs-body a:has-text('download')")
+    assert "step 9 loss" in Path(download.value.path()).read_text()
     # The returned JSONL reads as a table.
     page.click("#files a:has-text('view as table')")
     expect(page.locator("#records thead")).to_contain_text("loss")
@@ -124,7 +128,7 @@ def test_an_expired_token_is_sent_back_to_sign_in(dash: Dash) -> None:
     expect(page).to_have_url(re.compile(r"/signin\?"))
     page.fill("#token", short["token"])
     page.click("button[type=submit]")
-    expect(page.locator("#why")).to_contain_text("refused")
+    expect(page.locator("#why")).to_contain_text("expired")
 
 
 def test_bad_input_gets_a_page_that_says_what_happened(dash: Dash) -> None:

@@ -100,6 +100,7 @@ def routes() -> list[Any]:
         Route("/signout", signout, methods=["POST"]),
         Route("/jobs", g(jobs.job_list)),
         Route("/jobs/{job_id}", g(jobs.job_detail)),
+        Route("/jobs/{job_id}/runs", g(jobs.job_runs), methods=["GET"]),
         Route("/jobs/{job_id}/{action:str}", g(jobs.job_action), methods=["POST"]),
         Route("/live/jobs", g(live.jobs_stream)),
         Route("/live/jobs/{job_id}/events", g(live.job_events_stream)),

@@ -78,6 +78,15 @@ async def job_detail(request: Request) -> Response:
                   outputs=job.outputs, terminal=job.terminal)
 
 
+async def job_runs(request: Request) -> Response:
+    """The runs table's rows (the detail page reloads them when the job changes)."""
+    w = web(request)
+    aow = await w.signed_in(request)
+    job_id = request.path_params["job_id"]
+    await aow.transport.call("jobs.get", job_id=job_id, min_seq=-1)  # NotFound, and as of now
+    return w.page(request, "job_runs.html", aow=aow, runs=await aow.runs.list(job_id=job_id))
+
+
 async def job_action(request: Request) -> Response:
     w = web(request)
     aow = await w.signed_in(request)

@@ -74,6 +74,12 @@
     if (!scheduled) { scheduled = true; requestAnimationFrame(draw); }
   }
 
+  function number(v) {
+    if (v === null || v === undefined) return "";
+    if (v !== 0 && Math.abs(v) < 1e-3) return v.toExponential(1);
+    return String(+v.toPrecision(3));
+  }
+
   function draw() {
     scheduled = false;
     for (const key of dirty) {
@@ -83,8 +89,9 @@
         p.plot = new uPlot({
           title: key, width: Math.max(280, p.box.clientWidth || 420), height: 200,
           scales: {x: {time: false}}, legend: {show: false},
+          axes: [{}, {size: 64, values: (u, values) => values.map(number)}],
           series: [{label: "step"}, {label: key, stroke: "#2563eb", width: 2,
-                                     points: {show: p.xs.length < 50}}],
+                                     points: {show: false}}],
         }, [p.xs, p.ys], p.box);
       } else {
         p.plot.setData([p.xs, p.ys]);
@@ -140,6 +147,8 @@
     err.hidden = !job.error; err.textContent = job.error || "";
     const wait = document.getElementById("job-wait");
     wait.hidden = !job.wait_reason; wait.textContent = job.wait_reason || "";
+    const runs = document.getElementById("runs-body");
+    if (runs && window.htmx) htmx.ajax("GET", runs.dataset.url, {target: "#runs-body", swap: "innerHTML"});
     if (job.updated_at) document.getElementById("job-updated").textContent = job.updated_at.replace("T", " ").slice(0, 19);
     const outputs = document.getElementById("outputs");
     const entries = Object.entries(job.outputs || {});
