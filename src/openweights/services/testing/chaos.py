@@ -15,13 +15,15 @@ import random
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import asyncpg
 
+from openweights.config import Settings
 from openweights.domain.job import MAX_LOST_RUNS
 from openweights.errors import OpenWeightsError
 from openweights.events import JobFailed, decode
@@ -101,10 +103,28 @@ async def run_chaos(home: Path, plan: ChaosPlan) -> ChaosReport:
     return report
 
 
-async def _soak(stack: ProcessStack, plan: ChaosPlan, report: ChaosReport) -> None:
+class Soaked(Protocol):
+    """What the soak needs of a stack: the services' settings (its checks read the log and
+    the read models with them)."""
+
+    settings: Settings
+
+
+# (stack, plan, rng, report, scope, done): cause the outages, set done after the last.
+Outages = Callable[..., Coroutine[Any, Any, None]]
+
+
+async def _soak(stack: Soaked, plan: ChaosPlan, report: ChaosReport, *,
+                aow: AsyncOpenWeights | None = None, ops: AsyncOpenWeights | None = None,
+                outages: Outages | None = None) -> None:
+    """Run the plan's jobs while ``outages`` (default: the chaos schedule below) happen.
+
+    ``aow`` submits and waits (default: a client without a token), ``ops`` reads the log
+    for the checks (default: ``aow``; with auth on, a client with the services' NATS user,
+    since tokens have no JetStream rights)."""
     settings = stack.settings
     rng = random.Random(plan.seed)
-    aow = AsyncOpenWeights(settings=settings, retry_for_s=300)
+    aow = aow or AsyncOpenWeights(settings=settings, retry_for_s=300)
     errors: Counter[str] = Counter()
     acks: list[tuple[str, int]] = []
     kinds = {i: KINDS[i % len(KINDS)] for i in range(plan.jobs)}
@@ -131,7 +151,8 @@ async def _soak(stack: ProcessStack, plan: ChaosPlan, report: ChaosReport) -> No
 
     async with anyio.create_task_group() as tg:
         chaos, steps_done = anyio.CancelScope(), anyio.Event()
-        tg.start_soon(_chaos, stack, plan, rng, report, chaos, steps_done)
+        cause: Outages = outages or _chaos
+        tg.start_soon(cause, stack, plan, rng, report, chaos, steps_done)
         async with anyio.create_task_group() as jobs:
             limiter = anyio.Semaphore(64)
 
@@ -143,7 +164,7 @@ async def _soak(stack: ProcessStack, plan: ChaosPlan, report: ChaosReport) -> No
                 jobs.start_soon(one, i)
         await steps_done.wait()  # every planned outage happened, and was recovered from
         chaos.cancel()
-    await _checks(stack, plan, report, aow, kinds, ids, outcome, acks, errors)
+    await _checks(stack, plan, report, ops or aow, kinds, ids, outcome, acks, errors)
     await aow.close()
 
 
@@ -224,7 +245,7 @@ def _kill_an_agent(stack: ProcessStack, rng: random.Random) -> bool:
     return True
 
 
-async def _checks(stack: ProcessStack, plan: ChaosPlan, report: ChaosReport,
+async def _checks(stack: Soaked, plan: ChaosPlan, report: ChaosReport,
                   aow: AsyncOpenWeights, kinds: dict[int, str], ids: dict[int, str],
                   outcome: dict[int, Any], acks: list[tuple[str, int]],
                   errors: Counter[str]) -> None:
