@@ -48,12 +48,13 @@ FAST = {"OW_HEARTBEAT_S": "0.5", "OW_SCHEDULER_CHECK_S": "0.5",
 class Up:
     """One `ow up` process; its output lines are read as they come."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *args: str) -> None:
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith("OW_") and k != "OPENWEIGHTS_API_KEY"}
+               if not k.startswith(("OW_", "RUNPOD_")) and k != "OPENWEIGHTS_API_KEY"}
         env.update(FAST, OW_HOME=str(home), COLUMNS="200")
         self.home, self.env, self.output = home, env, []
-        self.proc = subprocess.Popen([sys.executable, "-m", "openweights.cli.main", "up"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "openweights.cli.main", "up",
+                                      *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, text=True, env=env)
         self._lines: queue.Queue[str | None] = queue.Queue()
@@ -250,3 +251,29 @@ def test_a_second_ow_up_on_the_same_home_is_refused_and_leaves_the_first_working
         run_job(ow, 1)
     finally:
         ow.close()
+
+
+def test_ow_up_with_the_runpod_stub_runs_jobs_on_pods_and_stops_them(home: Path) -> None:
+    """`ow up --runpod-stub`: the provisioner runs on the RunPod backend against a
+    stand-in that `ow up` runs as its own process; a job runs on a pod (its container an
+    agent process here), and stopping `ow up` leaves no stand-in or pod behind."""
+    up = Up(home, "--runpod-stub")
+    try:
+        url = up.wait_for("RunPod is a stand-in at", UP_S).split(" at ")[1].split()[0]
+        up.started()
+        stand_in = [c for c in psutil.Process(up.proc.pid).children()
+                    if "openweights.services.testing.runpod_stub" in c.cmdline()]
+        assert len(stand_in) == 1, up.output
+        ow = client(home)
+        try:
+            run_job(ow, 1)
+            pods = [w for w in ow.workers.list(ended=True) if w["backend"] == "runpod"]
+            assert pods and pods[0]["gpu_type"], ow.workers.list(ended=True)
+        finally:
+            ow.close()
+        descendants = psutil.Process(stand_in[0].pid).children(recursive=True)
+        assert descendants, "the job's pod is an agent process under the stand-in"
+    finally:
+        up.stop()
+    assert not stand_in[0].is_running() and not any(p.is_running() for p in descendants)
+    assert url.startswith("http://127.0.0.1:")
