@@ -75,6 +75,11 @@ class ChaosReport:
         return "\n".join(lines)
 
 
+def _what(exc: BaseException) -> str:
+    """An error as the report counts it: its class and what it said."""
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
 def script_for(kind: str, metrics: int) -> str:
     if kind == "success":
         return "true"
@@ -137,7 +142,7 @@ async def _soak(stack: Soaked, plan: ChaosPlan, report: ChaosReport, *,
                 id_prefix="chaos", script=script_for(kinds[i], plan.metrics_per_job),
                 docker_image="chaos", params={"i": i, "kind": kinds[i]}, requires_vram_gb=0)
         except OpenWeightsError as exc:
-            errors[type(exc).__name__] += 1
+            errors[_what(exc)] += 1
             return
         if aow.transport.last_reply_seq:
             acks.append((job.id, aow.transport.last_reply_seq))
@@ -147,7 +152,7 @@ async def _soak(stack: Soaked, plan: ChaosPlan, report: ChaosReport, *,
         try:
             outcome[i] = await aow.jobs.wait(job.id, plan.deadline_s)
         except (OpenWeightsError, TimeoutError) as exc:
-            errors[type(exc).__name__] += 1
+            errors[_what(exc)] += 1
 
     async with anyio.create_task_group() as tg:
         chaos, steps_done = anyio.CancelScope(), anyio.Event()
@@ -187,7 +192,7 @@ async def _cancel_later(aow: AsyncOpenWeights, job_id: str, after: float,
             await aow.jobs.cancel(job_id)
             acks.append((job_id, t.last_reply_seq))
         except OpenWeightsError as exc:
-            errors[type(exc).__name__] += 1
+            errors[_what(exc)] += 1
     finally:
         await sub.unsubscribe()
 
@@ -296,7 +301,8 @@ async def _checks(stack: Soaked, plan: ChaosPlan, report: ChaosReport,
     report.check("SDK errors raised to the caller", 0, sum(errors.values()),
                  ok=not errors)
     if errors:
-        report.rows.append(("  by type", "", dict(errors).__repr__(), False))
+        for what, count in errors.most_common():
+            report.rows.append((f"  {what}", "", str(count), False))
 
 
 async def _failed_losing_machines(aow: AsyncOpenWeights, job_ids: list[str]) -> set[str]:
