@@ -164,6 +164,15 @@ class ModelRef(Request, kw_only=True):
     model_id: str
 
 
+class EvalResults(Request, kw_only=True):
+    """The newest score of each model and evaluation (``openweights.jobs.evals.scores``),
+    newest first."""
+
+    limit: int = 1000
+    model: str | None = None  # only this model's
+    cursor: str | None = None
+
+
 class RunList(Request, kw_only=True):
     job_id: str | None = None
     worker_id: str | None = None
@@ -392,6 +401,7 @@ ENDPOINTS: dict[str, type[Request]] = {
     "events.list": EventList,
     "models.list": ModelList,
     "models.get": ModelRef,
+    "evals.results": EvalResults,
     "events.latest": EventLatest,
     "run.log": RunLog,
     "run.script.start": ScriptRunStart,

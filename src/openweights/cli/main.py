@@ -18,6 +18,7 @@ from openweights.cli import (
     audit,
     costs,
     demo,
+    evals_cmd,
     exec_cmd,
     files,
     jobs,
@@ -95,6 +96,8 @@ app.add_typer(_group("Organization secrets (encrypted at rest).", {
 app.command("worker", cls=Command)(worker_cmd.worker)
 app.add_typer(_group("Models your jobs produced.", {"ls": models_cmd.models_ls}),
               name="models")
+app.add_typer(_group("Scores of finished evaluations.", {"ls": evals_cmd.evals_ls}),
+              name="evals")
 app.add_typer(_group("Local Python environments of the worker images.", {
     "build": models_cmd.image_build, "ls": models_cmd.image_ls}), name="image")
 _cost = typer.Typer(cls=Group, invoke_without_command=True)

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+from openweights.jobs.evals.job import InspectAI, MMLUPro
 from openweights.jobs.logprob.job import LogProb
 from openweights.jobs.unsloth.job import FineTuning
 from openweights.jobs.weighted_sft.job import WeightedSFT
 
-__all__ = ["BUILTIN", "FineTuning", "LogProb", "WeightedSFT"]
+__all__ = ["BUILTIN", "FineTuning", "InspectAI", "LogProb", "MMLUPro", "WeightedSFT"]
 
-BUILTIN = {"fine_tuning": FineTuning, "weighted_sft": WeightedSFT, "logprob": LogProb}
+BUILTIN = {"fine_tuning": FineTuning, "weighted_sft": WeightedSFT, "logprob": LogProb,
+           "inspect_ai": InspectAI, "mmlu_pro": MMLUPro}

@@ -17,6 +17,7 @@ from openweights.sdk.client import AsyncOpenWeights, ignore_supabase
 from openweights.sdk.costs import Costs
 from openweights.sdk.current_run import CurrentRun
 from openweights.sdk.custom import REGISTERED, Jobs
+from openweights.sdk.evals import Evals
 from openweights.sdk.loop import LoopThread, twin
 from openweights.sdk.models import Models
 from openweights.sdk.sync_models import Job
@@ -70,6 +71,7 @@ class OpenWeights:
         self.workers = Workers(a.workers, self._loop)
         self.models = Models(a.models, self._loop)
         self.costs = Costs(a.costs, self._loop)
+        self.evals = Evals(a.evals, self._loop)
         self._run: CurrentRun | None = None
         self._bound: dict[str, BoundJobs] = {}
 

@@ -18,6 +18,7 @@ from openweights.jobs import builtin  # noqa: F401 - registers ow.fine_tuning, o
 from openweights.sdk.costs import AsyncCosts
 from openweights.sdk.current_run import AsyncCurrentRun
 from openweights.sdk.custom import Jobs, track
+from openweights.sdk.evals import AsyncEvals
 from openweights.sdk.events import AsyncEvents
 from openweights.sdk.files import AsyncFiles
 from openweights.sdk.jobs import AsyncJobsResource
@@ -54,6 +55,7 @@ class AsyncOpenWeights:
     workers: AsyncWorkers
     models: AsyncModels
     costs: AsyncCosts
+    evals: AsyncEvals
 
     def __init__(self, api_key: str | None = None, nats_url: str | None = None, *,
                  auth_token: str | None = None, organization_id: str | None = None,
@@ -76,6 +78,7 @@ class AsyncOpenWeights:
         self.workers = AsyncWorkers(t)
         self.models = AsyncModels(t, self.files)
         self.costs = AsyncCosts(t)
+        self.evals = AsyncEvals(t)
         self._run: AsyncCurrentRun | None = None
         track(self)
 

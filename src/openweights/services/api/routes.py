@@ -6,6 +6,7 @@ from openweights.api import protocol
 from openweights.services.api import (
     agents,
     costs,
+    evals,
     files,
     history,
     jobs,
@@ -31,6 +32,7 @@ ROUTES: dict[str, Handler] = {
     "events.latest": runs.latest_events,
     "models.list": models.list_models,
     "models.get": models.get_model,
+    "evals.results": evals.eval_results,
     "run.log": runs.log_run_events,
     "run.script.start": runs.start_script_run,
     "run.script.end": runs.end_script_run,
