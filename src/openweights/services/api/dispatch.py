@@ -34,9 +34,13 @@ log = structlog.get_logger("api")
 # Room left in a message for its headers and framing: a reply's body gets the rest.
 REPLY_HEADROOM = 4096
 
+# A stream leader cut off or being elected answers none of these; the SDK's retry (same
+# request id: applied at most once) rides through what a 500 "internal" would not.
 _OUTAGES = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
             asyncpg.CannotConnectNowError, nats.errors.TimeoutError,
-            nats.errors.ConnectionClosedError, nats.js.errors.ServiceUnavailableError)
+            nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
+            nats.errors.NoRespondersError, nats.errors.FlushTimeoutError,
+            nats.js.errors.NoStreamResponseError, nats.js.errors.ServiceUnavailableError)
 
 
 async def handle(d: Deps, handler: Handler, endpoint: str, req: Request) -> None:
