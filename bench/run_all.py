@@ -57,7 +57,7 @@ BENCHES = [
      "compose's topology here: 300 jobs while NATS nodes and services fail"),
     ("finetune", "finetune.py", [], ["--quick"],
      "a fine-tuning run through openweights vs the bare training script"),
-    ("inference", "inference.py", [], ["--quick"],
+    ("inference", "inference.py", [], ["--prompts", "16", "--chats", "20"],
      "batch inference, deploy time-to-ready and chat latency vs bare vLLM"),
 ]
 NOT_BENCHES = {"run_all.py", "_common.py", "plots.py", "skeleton.py"}  # helpers, baselines
