@@ -13,6 +13,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from openweights.config import Settings
+from openweights.sdk.chat import AsyncChat, Chat
 from openweights.sdk.client import AsyncOpenWeights, ignore_supabase
 from openweights.sdk.costs import Costs
 from openweights.sdk.current_run import CurrentRun
@@ -30,6 +31,7 @@ from openweights.sdk.sync_resources import (
     Tokens,
     Workers,
 )
+from openweights.sdk.temporary_api import SyncApi
 
 T = TypeVar("T")
 
@@ -74,6 +76,10 @@ class OpenWeights:
         self.evals = Evals(a.evals, self._loop)
         self._run: CurrentRun | None = None
         self._bound: dict[str, BoundJobs] = {}
+        self.api = SyncApi(a.api, self._loop)
+        self.async_chat = AsyncChat(a.chat._c, self._loop)
+        self.chat: Chat | AsyncChat = self.async_chat if use_async else Chat(a.chat._c,
+                                                                             self._loop)
 
     def __getattr__(self, name: str) -> BoundJobs:
         """A registered job type (``@register(name)``), wrapping the async client's."""

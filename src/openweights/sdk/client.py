@@ -15,6 +15,7 @@ from typing import Any
 from openweights.config import Settings
 from openweights.errors import InvalidRequest, NotConnected
 from openweights.jobs import builtin  # noqa: F401 - registers ow.fine_tuning, ow.logprob, ...
+from openweights.sdk.chat import AsyncChat, AsyncCompletions
 from openweights.sdk.costs import AsyncCosts
 from openweights.sdk.current_run import AsyncCurrentRun
 from openweights.sdk.custom import Jobs, track
@@ -40,9 +41,9 @@ class AsyncOpenWeights:
     ``api_key`` (or the original's ``auth_token``; default ``$OPENWEIGHTS_API_KEY``, else
     the local `ow up` stack's admin token). ``organization_id``: without a token, the
     organization to act in on a stack without auth; with one, the organization the token
-    must belong to (else ``Forbidden`` when connecting). ``use_async`` and
-    ``deploy_kwargs`` are kept as attributes for code written for the original (they
-    will select and configure the chat client, which is not built yet). Nothing
+    must belong to (else ``Forbidden`` when connecting). ``chat``
+    (``async_chat``) deploys models on demand with ``deploy_kwargs``; ``use_async``
+    makes the blocking client's ``chat`` the async one. Nothing
     connects until the first call (or :meth:`connect`).
     """
 
@@ -56,6 +57,8 @@ class AsyncOpenWeights:
     models: AsyncModels
     costs: AsyncCosts
     evals: AsyncEvals
+    chat: AsyncChat
+    async_chat: AsyncChat
 
     def __init__(self, api_key: str | None = None, nats_url: str | None = None, *,
                  auth_token: str | None = None, organization_id: str | None = None,
@@ -81,6 +84,9 @@ class AsyncOpenWeights:
         self.evals = AsyncEvals(t)
         self._run: AsyncCurrentRun | None = None
         track(self)
+        # ow.chat deploys on demand through ow.api (REFERENCE 1.14).
+        self.chat = self.async_chat = AsyncChat(AsyncCompletions(
+            self.api, self.deploy_kwargs))  # type: ignore[arg-type]
 
     def _attach(self, name: str, cls: type[Jobs]) -> None:
         setattr(self, name, cls(self))

