@@ -5,20 +5,22 @@ cached outside the checkout) and imports its training stack beside openweights."
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from openweights import images
+from openweights.cli.main import app
 from openweights.config import Settings
 from openweights.services.testing.workerenvs import shared_env_dir
 from openweights.workerenv import (
     EnvBuildFailed,
     EnvSpec,
-    ensure,
     ensure_spec,
     resolve,
     spec_dir,
@@ -126,15 +128,22 @@ def test_the_unsloth_requirements_come_from_the_worker_extra() -> None:
 
 @pytest.mark.timeout(1800)  # a fresh machine downloads and installs ~2 GB
 def test_the_real_unsloth_env_builds_and_imports_its_stack() -> None:
-    """Built once per machine under the shared directory (CI caches it); later runs
-    find it. The fine-tuning tests run their jobs in this environment."""
+    """`ow image build` builds it once per machine under the shared directory (CI caches
+    it); later runs find it. The fine-tuning tests run their jobs in this environment."""
+    env = {"OW_WORKER_ENV_DIR": str(shared_env_dir()), "OW_WORKER_ENVS": "build",
+           "COLUMNS": "120"}
+    built = CliRunner().invoke(app, ["image", "build", images.WORKER_UNSLOTH], env=env)
+    assert built.exit_code == 0, built.output
     settings = Settings(worker_env_dir=shared_env_dir(), worker_envs="build")
-    env = ensure(images.WORKER_UNSLOTH, settings, echo=print)
-    assert env.kind == "built" and env.ready
-    out = _py(env.python, "import importlib.util as u, torch, trl, peft, datasets, "
-                          "transformers, openweights.jobs.unsloth.config; "
-                          "print(torch.__version__); "
-                          "print(u.find_spec('unsloth') is not None, "
-                          "u.find_spec('torchvision') is None)")
+    python = resolve(images.WORKER_UNSLOTH, settings).python
+    assert built.output.strip().splitlines()[-1] == str(python) and python.exists()
+    listed = CliRunner().invoke(app, ["image", "ls", "--json"], env=env)
+    assert {"image": images.WORKER_UNSLOTH, "python": str(python), "built": True} in \
+        json.loads(listed.output)
+    out = _py(python, "import importlib.util as u, torch, trl, peft, datasets, "
+                      "transformers, openweights.jobs.unsloth.config; "
+                      "print(torch.__version__); "
+                      "print(u.find_spec('unsloth') is not None, "
+                      "u.find_spec('torchvision') is None)")
     version, found = out.splitlines()
     assert version.startswith("2.13.0") and found == "True True"

@@ -79,10 +79,12 @@ class RunReporter:
         from openweights.errors import NotFound
 
         try:
-            found = models.retrieve(model_id)
+            found = dict(models.retrieve(model_id))
         except NotFound:
             return None
-        return dict(found) if not hasattr(found, "model_dump") else found.model_dump()
+        # The api's ModelInfo names the model ``id``; the announcement ``model_id``.
+        found["model_id"] = found.pop("id", model_id)
+        return {k: v for k, v in found.items() if k not in ("object", "created_at", "run_id")}
 
     def secret(self, name: str) -> str | None:
         import os

@@ -51,9 +51,15 @@ def publish(reporter: Reporter, folder: Path, *, model_id: str, base_model: str,
 def push_to_hub(folder: Path, repo_id: str, *, private: bool,
                 checkpoints: list[Path]) -> str | None:
     """Push ``folder`` and ``checkpoints`` to ``repo_id`` when ``HF_TOKEN`` is set; the
-    repo id, or None when there is no token. Retries as the original did."""
+    repo id, or None when there is no token or ``HF_HUB_OFFLINE`` is set (the run's
+    output says so). Retries as the original did."""
     token = os.environ.get("HF_TOKEN")
     if not token:
+        return None
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        print(f"openweights: not pushed to {repo_id}: HF_HUB_OFFLINE is set (the model is "
+              "stored in openweights; remove HF_HUB_OFFLINE from the secrets to push)",
+              flush=True)
         return None
     from huggingface_hub import HfApi
 
