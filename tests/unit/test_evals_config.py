@@ -111,3 +111,11 @@ def test_the_score_event_and_its_table() -> None:
     assert columns == ["tiny/match/accuracy", "mmlu_pro/accuracy"]
     assert rows == {"o/b": {"tiny/match/accuracy": 1.0},
                     "o/a": {"mmlu_pro/accuracy": 0.25, "tiny/match/accuracy": 0.5}}
+
+
+def test_the_vllm_worker_environment_has_what_the_evaluations_import() -> None:
+    from openweights.workerenv.requirements import requirements_for
+    from openweights.workerenv.specs import VLLM
+
+    reqs = set(requirements_for(VLLM))
+    assert {"inspect-ai==0.3.285", "datasets"} <= reqs
