@@ -41,8 +41,11 @@ def test_the_task_file_lands_in_the_job_directory(tmp_path: Path,
         cfg = InspectAIConfig(model="o/m", eval_name="tiny.py@qa", task_file=str(stored))
         assert _task(cfg, reporter) == "tiny.py@qa"
         assert (job_dir / "tiny.py").read_text() == "# a task\n"
-        registry = InspectAIConfig(model="o/m", eval_name="inspect_evals/gpqa_diamond")
-        assert _task(registry, reporter) == "inspect_evals/gpqa_diamond"
+        installed = InspectAIConfig(model="o/m", eval_name="pytest/some_task")
+        assert _task(installed, reporter) == "pytest/some_task"  # a package found here
+        missing = InspectAIConfig(model="o/m", eval_name="no_such_evals/gpqa_diamond")
+        with pytest.raises(ValueError, match="package 'no_such_evals', which this worker"):
+            _task(missing, reporter)
         with pytest.raises(ValueError, match="by its file name"):
             _task(InspectAIConfig(model="o/m", eval_name="../x.py", task_file=str(stored)),
                   reporter)

@@ -13,6 +13,7 @@ written into the job's directory first.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -58,6 +59,12 @@ def _task(cfg: InspectAIConfig, reporter: Reporter) -> str:
             raise ValueError(f"eval_name {cfg.eval_name!r} must name the uploaded task file "
                              "by its file name")
         reporter.download(cfg.task_file, Path(name))
+    elif "/" in cfg.eval_name:  # a registry name: its package must be installed here
+        package = cfg.eval_name.split("/")[0]
+        if importlib.util.find_spec(package.replace("-", "_")) is None:
+            raise ValueError(f"eval_name {cfg.eval_name!r} is a task of the package "
+                             f"{package!r}, which this worker image does not have: give a "
+                             "task file (eval_name='tasks.py@task'), or an image with it")
     return cfg.eval_name
 
 
