@@ -75,8 +75,7 @@ def test_batch_inference_returns_a_row_per_input_in_order_with_logprobs(
     started = time.monotonic()
     job = ow.inference.create(model=REPO_ID, input_file_id=str(conversations(tmp_path)),
                               max_tokens=6, min_tokens=6, logprobs=2,
-                              n_completions_per_prompt=2, max_model_len=256,
-                              requires_vram_gb=0)
+                              n_completions_per_prompt=2, requires_vram_gb=0)
     assert job.id.startswith("ijob-") and job.type == "inference"
     assert job.params["validated_params"]["input_file_id"].startswith("conversations:")
     done = job.wait(timeout=500)
@@ -120,7 +119,9 @@ def test_a_deployment_answers_through_its_client_and_ow_chat_and_ends_with_its_l
         ml: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OW_API_LEASE_S", "12")  # renewed every 4 s
     ow = ml.ow
-    api = ow.api.deploy(REPO_ID, max_model_len=256, max_num_seqs=4, requires_vram_gb=0)
+    # The original's defaults (max_model_len 2048 is more than the tiny llama's 512
+    # positions: the worker serves 512 and says so).
+    api = ow.api.deploy(REPO_ID, max_num_seqs=4, requires_vram_gb=0)
     started = time.monotonic()
     with api as client:
         took = time.monotonic() - started
@@ -145,7 +146,8 @@ def test_a_deployment_answers_through_its_client_and_ow_chat_and_ends_with_its_l
         assert kinds.index("api_loading") < kinds.index("api_ready")
         ready = next(e for e in events if e.get("type") == "api_ready")
         assert ready["url"] == api.base_url and ready["seconds"] > 0
-        assert "ready at " + api.base_url in ow.jobs.retrieve(api.job_id).log_tail(50)
+        log = ow.jobs.retrieve(api.job_id).log_tail(400)
+        assert "ready at " + api.base_url in log and "serving 512" in log
         # The lease is renewed while this client lives: the job outlives its first lease.
         ml.live.wait_event(JobTimeoutExtended, timeout=30,
                            where=lambda e: e.job_id == api.job_id)

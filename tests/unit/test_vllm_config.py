@@ -125,3 +125,13 @@ def test_the_server_command_serves_the_adapters_with_the_key() -> None:
     assert "-m vllm.entrypoints.openai.api_server --model /m/base" in joined
     assert f"--api-key {cfg.api_key}" in joined and "--served-model-name o/base" in joined
     assert "--enable-lora --max-lora-rank 16 --max-loras 1 --lora-modules o/ad=/m/ad" in joined
+
+
+def test_max_model_len_fits_the_models_positions(tmp_path: Path) -> None:
+    from openweights.jobs.vllm.engine import fit_max_len
+
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
+    assert fit_max_len(256, tmp_path) == (256, None)
+    assert fit_max_len(8196, tmp_path) == (512, "max_model_len 8196 exceeds the model's 512 "
+                                                "positions: serving 512")
+    assert fit_max_len(2048, tmp_path / "nothing") == (2048, None)

