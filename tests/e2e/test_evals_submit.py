@@ -50,7 +50,7 @@ def test_the_cookbook_inspect_call(ow: OpenWeights) -> None:
     assert job.params["validated_params"] == {
         "model": "unsloth/Llama-3.2-1B", "eval_name": "inspect_evals/gpqa_diamond",
         "max_model_len": 8192, "options": "--top-p 0.9", "task_file": None,
-        "job_id_suffix": None}
+        "job_id_suffix": None, "deployment": None, "base_url": None, "api_key": None}
     assert job.script == "python -m openweights.jobs.evals.inspect_eval"
     assert (job.docker_image, job.requires_vram_gb) == (WORKER_VLLM, 60)
     again = ow.inspect_ai.create(model="unsloth/Llama-3.2-1B",
@@ -91,6 +91,9 @@ def test_a_local_task_file_is_uploaded(ow: OpenWeights) -> None:
     ({"eval_name": "missing_task.py"}, "is not a file here"),
     ({"max_model_len": 0}, "max_model_len"),
     ({"bogus": 1}, "bogus"),
+    ({"deployment": "apijob-000000000000"}, "deployment 'apijob-000000000000' not found"),
+    ({"base_url": "http://evil/v1"}, "base_url and api_key come from a deployment"),
+    ({"deployment": object()}, "deployment is not up"),
 ])
 def test_bad_inspect_input_is_refused_and_nothing_is_appended(
         ow: OpenWeights, stack: Settings, params: dict[str, object], says: str) -> None:
@@ -100,6 +103,12 @@ def test_bad_inspect_input_is_refused_and_nothing_is_appended(
     with pytest.raises(InvalidRequest, match="ntrain"):
         ow.mmlu_pro.create(model="org/m", ntrain=-1)
     assert anyio.run(_last_seq, stack) == before
+
+
+def test_a_deployment_must_be_a_running_api_serving_the_model(ow: OpenWeights) -> None:
+    other = ow.mmlu_pro.create(model="org/m", requires_vram_gb=0)
+    with pytest.raises(InvalidRequest, match=r"is a pending custom job, not a running ow\.api"):
+        ow.inspect_ai.create(model="org/m", eval_name="inspect_evals/x", deployment=other.id)
 
 
 def cli(stack: Settings, *args: str) -> Result:

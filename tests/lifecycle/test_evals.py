@@ -5,7 +5,8 @@ in the dataset's own format in the same cache's datasets folder, all offline
 (``HF_HUB_OFFLINE=1``, ``HF_DATASETS_OFFLINE=1``).
 
 Each test loads the model once (about 30 s on an idle 2-core machine, most of its time):
-MMLU-Pro on vLLM's offline engine, Inspect AI against vLLM's OpenAI server in the job.
+MMLU-Pro on vLLM's offline engine, Inspect AI against vLLM's OpenAI server in the job, or
+against an ``ow.api`` deployment.
 """
 
 from __future__ import annotations
@@ -115,3 +116,20 @@ def test_an_inspect_task_runs_offline_and_its_score_is_an_event(ml: Any,
     assert (log["plan"]["config"]["max_tokens"], log["plan"]["config"]["top_p"]) == (8, 0.9)
     [row] = ow.evals.table()["rows"].values()
     assert row["tiny_qa/includes/accuracy"] == score.metrics["includes/accuracy"]
+
+
+def test_an_inspect_eval_against_a_deployment_starts_no_server(ml: Any) -> None:
+    ow = ml.ow
+    api = ow.api.deploy(REPO_ID, max_model_len=256, max_num_seqs=4, requires_vram_gb=0)
+    with api:
+        job = ow.inspect_ai.create(model=REPO_ID, eval_name=f"{TASK}@tiny_qa", deployment=api,
+                                   options="--max-tokens 4 --limit 2")
+        params = job.params["validated_params"]
+        assert (params["deployment"], params["base_url"]) == (api.job_id, api.base_url)
+        assert job.requires_vram_gb == 0  # the deployment has the GPU
+        done = job.wait(timeout=300)
+    assert done.status == "completed", (done.error, done.log_tail(40))
+    kinds = [e["data"].get("type") for e in ow.events.list(job_id=job.id)]
+    assert "deployment" in kinds and "model_loaded" not in kinds
+    [score] = _scores(ow, job.id)
+    assert (score.eval, score.samples) == ("tiny_qa", 2)

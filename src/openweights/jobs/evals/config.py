@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from openweights.jobs.evals.options import InvalidOption, parse_options
 
@@ -29,7 +29,9 @@ class InspectAIConfig(BaseModel):
     served by vLLM inside the job with a context of ``max_model_len`` tokens.
     ``options`` are Inspect's eval options (``"--limit 10 --temperature 0"``), checked
     against :data:`~openweights.jobs.evals.options.OPTIONS`. ``task_file`` is the
-    uploaded task file (the SDK sets it when ``eval_name`` is a local file)."""
+    uploaded task file (the SDK sets it when ``eval_name`` is a local file).
+    ``deployment``: evaluate the model an ``ow.api`` deployment serves (its ``apijob-``
+    id) instead of serving it in the job."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -39,11 +41,23 @@ class InspectAIConfig(BaseModel):
     options: str = " "
     task_file: str | None = None
     job_id_suffix: str | None = None
+    # An openweights deployment (``ow.api``) serving ``model`` to evaluate against instead
+    # of a server in the job; the SDK fills in its URL and key from its job.
+    deployment: str | None = None
+    base_url: str | None = None
+    api_key: str | None = None
 
     @field_validator("model")
     @classmethod
     def _model(cls, v: str) -> str:
         return _check_model(v)
+
+    @model_validator(mode="after")
+    def _served_by_a_deployment(self) -> InspectAIConfig:
+        if (self.base_url or self.api_key) and not self.deployment:
+            raise ValueError("base_url and api_key come from a deployment: give "
+                             "deployment (an ow.api deployment or its apijob- id) instead")
+        return self
 
     @field_validator("options")
     @classmethod

@@ -8,7 +8,8 @@ base URL and key, the options parsed into keyword arguments, never a command lin
 with JSON logs under ``uploads/`` (they come back as the job's result files, as the
 original's ``INSPECT_LOG_DIR=uploads/``). Each evaluation's scorers' metrics are one
 ``score`` event (:mod:`.scores`). A task file the SDK uploaded (``task_file``) is
-written into the job's directory first.
+written into the job's directory first. With a ``deployment`` the job starts no server:
+it evaluates against the deployment's URL and key.
 """
 
 from __future__ import annotations
@@ -129,13 +130,18 @@ def run_eval(cfg: InspectAIConfig, reporter: Reporter) -> list[dict[str, Any]]:
     ``EvalFailed`` when an evaluation did not succeed."""
     task = _task(cfg, reporter)
     started = time.perf_counter()
-    proc, api, url = _start_server(cfg, reporter)
-    served = time.perf_counter()
-    reporter.log({"type": "model_loaded", "seconds": round(served - started, 3)})
-    try:
-        logs = _inspect(cfg, task, url, api.api_key)
-    finally:
-        _stop(proc)
+    if cfg.base_url and cfg.api_key:  # a deployment serves it
+        reporter.log({"type": "deployment", "job_id": cfg.deployment, "url": cfg.base_url})
+        served = started
+        logs = _inspect(cfg, task, cfg.base_url, cfg.api_key)
+    else:
+        proc, api, url = _start_server(cfg, reporter)
+        served = time.perf_counter()
+        reporter.log({"type": "model_loaded", "seconds": round(served - started, 3)})
+        try:
+            logs = _inspect(cfg, task, url, api.api_key)
+        finally:
+            _stop(proc)
     events = []
     for log in logs:
         if log.status != "success":

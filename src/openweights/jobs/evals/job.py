@@ -9,11 +9,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from openweights.errors import InvalidRequest
+from openweights.errors import InvalidRequest, NotFound
 from openweights.images import WORKER_VLLM
 from openweights.jobs.evals.config import EVAL_VRAM_GB, InspectAIConfig, MMLUProConfig
 from openweights.jobs.training import BuiltinJobs
 from openweights.sdk.custom import register
+from openweights.sdk.jobs import AsyncJob
 
 __all__ = ["TASK_FILE_PURPOSE", "InspectAI", "MMLUPro", "split_task_file"]
 
@@ -46,10 +47,27 @@ class InspectAI(BuiltinJobs):
     job_type = "custom"
     names_model = False
 
+    async def create(self, **params: Any) -> AsyncJob:
+        """Submit the evaluation; see :meth:`BuiltinJobs.create` for the options.
+        ``deployment`` may be an up ``ow.api`` deployment (``TemporaryApi``) or its job
+        id: the job then evaluates against it (keep it up until the job ends). Raises
+        ``InvalidRequest`` naming a refused option, a missing task file or a deployment
+        that does not serve ``model``."""
+        deployment = params.get("deployment")
+        if deployment is not None and not isinstance(deployment, str):
+            job_id = getattr(deployment, "job_id", None)
+            if not job_id:
+                raise InvalidRequest("deployment is not up: evaluate inside `with api:` "
+                                     "(or after api.up())")
+            params["deployment"] = job_id
+        return await super().create(**params)
+
     def guess_vram(self, validated: BaseModel) -> int:
-        return EVAL_VRAM_GB
+        return 0 if getattr(validated, "deployment", None) else EVAL_VRAM_GB
 
     async def _upload_datasets(self, dumped: dict[str, Any]) -> dict[str, Any]:
+        if dumped.get("deployment"):
+            dumped.update(await self._endpoint(dumped["deployment"], dumped["model"]))
         found = split_task_file(dumped["eval_name"])
         if found is None:
             return dumped
@@ -62,6 +80,28 @@ class InspectAI(BuiltinJobs):
         dumped["task_file"] = info["id"]
         dumped["eval_name"] = path.name + task
         return dumped
+
+    async def _endpoint(self, job_id: str, model: str) -> dict[str, str]:
+        """``{"base_url", "api_key"}`` of the running deployment ``job_id`` serving
+        ``model``. Raises ``InvalidRequest``."""
+        try:
+            job = await self.client.jobs.retrieve(job_id)
+        except NotFound:
+            raise InvalidRequest(f"deployment {job_id!r} not found (give an ow.api "
+                                 "deployment or its apijob- id)") from None
+        served = job.params.get("validated_params") or {}
+        if job.type != "api" or job.status != "in_progress":
+            raise InvalidRequest(f"deployment {job_id!r} is a {job.status} {job.type} job, "
+                                 "not a running ow.api deployment: deploy it first")
+        if model not in [served.get("model"), *served.get("lora_adapters", [])]:
+            raise InvalidRequest(f"deployment {job_id!r} does not serve {model!r} (it serves "
+                                 f"{served.get('model')!r} and its adapters)")
+        ready = [e["data"] for e in await self.client.events.list(job_id=job_id)
+                 if e["data"].get("type") == "api_ready"]
+        if not ready or "api_key" not in served:
+            raise InvalidRequest(f"deployment {job_id!r} is not ready yet: evaluate once "
+                                 "it is up (inside `with api:`)")
+        return {"base_url": str(ready[-1]["url"]), "api_key": str(served["api_key"])}
 
 
 @register("mmlu_pro")
