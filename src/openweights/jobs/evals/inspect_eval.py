@@ -84,13 +84,13 @@ def _start_server(cfg: InspectAIConfig, reporter: Reporter) -> tuple[Any, Any, s
 
     cpu_defaults()
     resolved = resolve_model(cfg.model, reporter)
-    if resolved.is_adapter:  # served on its base under the adapter's name
-        api = ApiConfig(model=resolved.base_name or cfg.model, lora_adapters=[cfg.model],
-                        max_lora_rank=adapter_rank(resolved.path),
-                        max_model_len=cfg.max_model_len)
+    if resolved.is_adapter and resolved.base_path is not None:  # served on its base
+        api = ApiConfig.model_validate({
+            "model": resolved.base_name or cfg.model, "lora_adapters": [cfg.model],
+            "max_lora_rank": adapter_rank(resolved.path), "max_model_len": cfg.max_model_len})
         base, adapters = resolved.base_path, {cfg.model: resolved.path}
     else:
-        api = ApiConfig(model=cfg.model, max_model_len=cfg.max_model_len)
+        api = ApiConfig.model_validate({"model": cfg.model, "max_model_len": cfg.max_model_len})
         base, adapters = resolved.path, {}
     port = _free_port()
     proc = subprocess.Popen(server_command(api, base, adapters, "127.0.0.1", port),

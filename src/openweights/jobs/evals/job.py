@@ -96,7 +96,8 @@ class InspectAI(BuiltinJobs):
         if model not in [served.get("model"), *served.get("lora_adapters", [])]:
             raise InvalidRequest(f"deployment {job_id!r} does not serve {model!r} (it serves "
                                  f"{served.get('model')!r} and its adapters)")
-        ready = [e["data"] for e in await self.client.events.list(job_id=job_id)
+        client: Any = self.client  # an AsyncOpenWeights: it has events
+        ready = [e["data"] for e in await client.events.list(job_id=job_id)
                  if e["data"].get("type") == "api_ready"]
         if not ready or "api_key" not in served:
             raise InvalidRequest(f"deployment {job_id!r} is not ready yet: evaluate once "
