@@ -12,6 +12,8 @@ their base model), and each waiting call goes on once its deployment is ready. A
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -132,14 +134,46 @@ class AsyncChat:
 
 
 class Chat:
-    """``ow.chat.completions.create(...)`` on the blocking client."""
+    """``ow.chat.completions.create(...)`` on the blocking client: a deployment is found
+    (or made) on the client's loop; the request itself goes from the calling thread
+    through the deployment's blocking OpenAI client (no hop to the loop per request)."""
 
     def __init__(self, completions: AsyncCompletions, loop: LoopThread) -> None:
         self._c, self._loop = completions, loop
         self.completions = self
+        self._limits: dict[int, threading.BoundedSemaphore] = {}
 
     def create(self, *, model: str, messages: list[dict[str, Any]], **kw: Any) -> Any:
-        return self._loop.run(self._c.create(model=model, messages=messages, **kw))
+        if kw.get("stream"):
+            raise InvalidRequest("ow.chat does not stream: use the client ow.api.deploy "
+                                 "returns for streaming")
+        api = self._c.api.live.get(model)
+        if api is None or not api.is_ready:
+            api = self._loop.run(self._c._deployment(model))
+        kw.setdefault("timeout", max(REQUEST_TIMEOUT_S,
+                                     (kw.get("max_tokens") or 0) * PER_TOKEN_TIMEOUT_S))
+        limit = self._limits.get(id(api))
+        if limit is None:
+            limit = self._limits.setdefault(id(api), threading.BoundedSemaphore(api.max_num_seqs))
+        client = api.sync_chat_client()
+        with limit:
+            return _retrying_sync(lambda: client.chat.completions.create(
+                model=model, messages=messages, **kw))
 
     def kill(self, model: str) -> None:
         self._loop.run(self._c.kill(model))
+
+
+def _retrying_sync(call: Any, tries: int = RETRIES) -> Any:
+    import openai
+
+    transient = (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError,
+                 openai.InternalServerError)
+    for attempt in range(tries):
+        try:
+            return call()
+        except transient:
+            if attempt == tries - 1:
+                raise
+            time.sleep(min(30.0, 2.0 ** attempt))  # exponential backoff
+    raise AssertionError("unreachable")

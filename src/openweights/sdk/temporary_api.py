@@ -67,7 +67,8 @@ class TemporaryApi:
         self._closing = False
         self._clients: list[Any] = []
         self._ready: asyncio.Event | None = None
-        self._aclient: Any = None  # on the client's loop: what ow.chat uses
+        self._aclient: Any = None  # on the client's loop: what ow.async_chat uses
+        self._sclient: Any = None  # blocking: what ow.chat uses from the caller's thread
 
     @property
     def job_id(self) -> str | None:
@@ -160,8 +161,20 @@ class TemporaryApi:
         self.base_url = url
         for client in self._clients:
             client.base_url = url
-        if self._aclient is not None:
-            self._aclient.base_url = url
+        for own in (self._aclient, self._sclient):
+            if own is not None:
+                own.base_url = url
+
+    @property
+    def is_ready(self) -> bool:
+        return self._ready is not None and self._ready.is_set()
+
+    def sync_chat_client(self) -> Any:
+        """The blocking OpenAI client ``ow.chat`` sends through (any thread)."""
+        if self._sclient is None:
+            self._sclient = _openai().OpenAI(base_url=self.base_url, api_key=self.api_key,
+                                             max_retries=0)
+        return self._sclient
 
     def chat_client(self) -> Any:
         """The async OpenAI client ``ow.chat`` sends through (on the client's loop)."""
@@ -234,6 +247,9 @@ class TemporaryApi:
         if self._aclient is not None:
             await self._aclient.close()
             self._aclient = None
+        if self._sclient is not None:
+            self._sclient.close()
+            self._sclient = None
         if self._ready is not None:
             self._ready.clear()
 

@@ -136,12 +136,15 @@ def serve(cfg: ApiConfig, reporter: Reporter) -> int:
     local = f"http://127.0.0.1:{port}/v1"
     cmd = server_command(cfg.model_copy(update={"max_model_len": max_len}), base, adapters,
                          host, port)
+    launched = time.perf_counter()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
     signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     try:
         wait_ready(proc, local, cfg)
-        seconds = round(time.perf_counter() - started, 3)
+        now = time.perf_counter()
+        seconds = round(now - started, 3)
         reporter.log({"type": "api_ready", "url": url, "seconds": seconds,
+                      "server_s": round(now - launched, 3),
                       "models": [cfg.model, *cfg.lora_adapters]})
         _flush(reporter)  # the client waits for this event
         print(f"ready at {url} ({seconds} s)", flush=True)
