@@ -112,6 +112,9 @@ def test_the_lease_is_renewed_and_a_failed_deployment_restarted() -> None:
         assert len(jobs.renewals) == renewed  # a detached client renews no more
         await api.async_down()
         assert jobs.job.status == "canceled" and jobs.live == {}
+        await api.async_up()  # up again after down: the job runs again
+        assert jobs.restarts == 2 and api.base_url == "http://127.0.0.1:9002/v1"
+        await api.async_down()
 
     asyncio.run(main())
 

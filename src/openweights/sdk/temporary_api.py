@@ -135,6 +135,8 @@ class TemporaryApi:
             self._ready = asyncio.Event()
         if self.job is None:
             self.job = await self._jobs.create(**self._params)
+        elif (await self.job.refresh()).status in ENDED:  # up() again after down()
+            await self.job.restart()
         if self._keepalive is None or self._keepalive.done():
             self._keepalive = asyncio.create_task(self._keep_alive())
         if not self._ready.is_set():
