@@ -1,12 +1,14 @@
 """Scheduler at scale: 10,000 pending jobs, 200 simulated workers.
 
-    python bench/scale.py [--jobs 10000] [--workers 200]
+    python bench/scale.py [--jobs 10000] [--workers 200] [--orgs 1,100]
 
 Simulated workers complete each assignment at once (their start and completion are
 appended through the domain, like an agent's), so the queue drains from 10,000 to 0.
 Prints, per 1,000 jobs of queue length, the scheduler's decision time per assignment
 (time in its assignment passes / assignments) and its resident memory: both should stay
-flat as the queue grows.
+flat as the queue grows. With several ``--orgs`` counts the same jobs and workers are
+spread over that many organizations (job i and worker w in org i % N, w % N), one run
+each, and the decision time of each is compared with the first's: flat in organizations.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ class TimedScheduler(Scheduler):
         return n
 
 
-async def run(jobs: int, workers: int, plot_dir: Path | None = None) -> None:
+async def run(jobs: int, workers: int, orgs: int = 1, plot_dir: Path | None = None) -> float:
+    """One drain; returns the scheduler's mean µs per assignment."""
     async with servers("scale") as (srv, database_url):
         settings = Settings(nats_url=srv.nats.url, database_url=database_url,
                             namespace=f"s{uuid.uuid4().hex[:8]}", scheduler_check_s=3600)
@@ -78,8 +81,10 @@ async def run(jobs: int, workers: int, plot_dir: Path | None = None) -> None:
         nc = await nats.connect(srv.nats.url)
         js = nc.jetstream()
         await ensure_streams(js, settings, s)
-        now, org = datetime.now(UTC), "default"
+        now = datetime.now(UTC)
+        names = ["default"] if orgs == 1 else [f"org{k:03d}" for k in range(orgs)]
         for i in range(jobs):  # the backlog, pipelined
+            org = names[i % orgs]
             cmd = SubmitJob(job_id=f"scale-{i:06d}", org=org, spec=JobSpec(
                 type="custom", model=None, params={"i": i}, script="true", docker_image="img",
                 requires_vram_gb=i % 3 * 8, allowed_hardware=None))
@@ -93,6 +98,7 @@ async def run(jobs: int, workers: int, plot_dir: Path | None = None) -> None:
 
         async def on_assignment(msg: nats.aio.msg.Msg) -> None:
             a = msgspec.json.decode(msg.data, type=Assignment)
+            org = msg.subject.split(".")[-2]  # <ns>agent.<org>.<worker id>
             by = Actor("agent", a.worker_id)
             st = states.get(a.job_id)
             # The simulated agent starts and completes at once (fenced like the real one).
@@ -112,6 +118,7 @@ async def run(jobs: int, workers: int, plot_dir: Path | None = None) -> None:
         rss_before = rss_mb()
         task = asyncio.create_task(sched.run())
         for w in range(workers):
+            org = names[w % orgs]
             cmd = RegisterWorker(worker_id=f"w{w:03d}", org=org, docker_image="img",
                                  hardware_type="1x H100S", gpu_type="H100S", gpu_count=1,
                                  vram_gb=80, managed=False)
@@ -127,7 +134,8 @@ async def run(jobs: int, workers: int, plot_dir: Path | None = None) -> None:
         buckets: dict[int, list[tuple[float, int]]] = defaultdict(list)
         for queue, secs, n in sched.samples:
             buckets[queue // 1000].append((secs, n))
-        print(f"{jobs:,} jobs on {workers} simulated workers drained in {took:.1f} s "
+        print(f"{jobs:,} jobs on {workers} simulated workers in {orgs} organization(s) "
+              f"drained in {took:.1f} s "
               f"({jobs / took:,.0f} assignments/s end to end)")
         print(f"{'queue length':>14}{'passes':>8}{'assignments':>13}{'µs/assignment':>15}")
         for b in sorted(buckets, reverse=True):
@@ -140,6 +148,8 @@ async def run(jobs: int, workers: int, plot_dir: Path | None = None) -> None:
         if plot_dir:
             plot(plot_dir, jobs, workers, sched.samples, sched.rss)
         await nc.close()
+        return sum(t for _, t, _ in sched.samples) * 1e6 / max(1, sum(
+            n for _, _, n in sched.samples))
 
 
 def plot(plot_dir: Path, jobs: int, workers: int, samples: list[tuple[int, float, int]],
@@ -166,8 +176,18 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=200)
     ap.add_argument("--plot-dir", type=Path, default=None,
                     help="write scale_curve.png (µs/assignment and RSS vs queue length) here")
+    ap.add_argument("--orgs", default="1", help="organization counts, comma-separated "
+                    "(e.g. 1,100: one run each, compared)")
     args = ap.parse_args()
-    asyncio.run(run(args.jobs, args.workers, args.plot_dir))
+    counts = [int(n) for n in args.orgs.split(",")]
+    means = {}
+    for n in counts:
+        means[n] = asyncio.run(run(args.jobs, args.workers, n,
+                                   args.plot_dir if n == counts[0] else None))
+    for n in counts[1:]:
+        print(f"µs/assignment with {n} organizations ÷ with {counts[0]}: "
+              f"{means[n]:,.0f} / {means[counts[0]]:,.0f} = {means[n] / means[counts[0]]:.2f}"
+              " (goal: flat, about 1)")
     return 0
 
 
