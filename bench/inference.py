@@ -122,6 +122,11 @@ def ow_batch(ow: OpenWeights, params: dict[str, Any]) -> dict[str, Any]:
     return next(e for e in events if e.get("type") == "inference_result")
 
 
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median generation time (its load and tokens with it)."""
+    return sorted(runs, key=lambda r: r["generate_s"])[len(runs) // 2]
+
+
 def _status(url: str, key: str, body: dict[str, Any] | None = None) -> int:
     req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
                                  headers={"Authorization": f"Bearer {key}",
@@ -247,10 +252,16 @@ def _sync_part(args: argparse.Namespace, settings: Settings, python: Path, root:
     ow = OpenWeights(settings=settings, retry_for_s=60)
     try:
         ow.secrets.set(HF_HOME=str(hf), HF_HUB_OFFLINE="1")
-        direct = direct_batch(python, root, params, env)
-        print(f"direct generate: {direct}", flush=True)
-        ours = ow_batch(ow, params)
-        print(f"openweights inference: {ours}", flush=True)
+        directs, ourses = [], []
+        for n in range(args.rounds):  # alternating order, medians
+            for side in ("direct", "ow") if n % 2 == 0 else ("ow", "direct"):
+                if side == "direct":
+                    directs.append(direct_batch(python, root, params, env))
+                    print(f"direct generate: {directs[-1]}", flush=True)
+                else:  # a new job each round: the same params would be the same job
+                    ourses.append(ow_batch(ow, {**params, "job_id_suffix": f"r{n}"}))
+                    print(f"openweights inference: {ourses[-1]}", flush=True)
+        direct, ours = _median_run(directs), _median_run(ourses)
         bare: list[float] = []
         deploys: list[dict[str, float]] = []
         api = None
@@ -300,7 +311,8 @@ def report(args: argparse.Namespace, direct: dict[str, Any], ours: dict[str, Any
     p50_o, p50_d = statistics.median(lat_ours), statistics.median(lat_direct)
     return [
         f"{args.size} llama, {args.prompts} prompts x {args.tokens} tokens, "
-        f"max_model_len {args.max_len}, {args.chats} chat completions each way",
+        f"max_model_len {args.max_len}, {args.rounds} rounds of batches and deployments "
+        f"each way (medians), {args.chats} chat completions each way",
         f"  batch generate: direct {tps_direct:8.1f} tok/s ({direct['tokens']} tokens, "
         f"{direct['generate_s']:.2f} s)   openweights {tps_ours:8.1f} tok/s "
         f"({ours['tokens']} tokens, {ours['generate_s']:.2f} s)   ratio {ratio:.3f}   "
@@ -330,7 +342,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128, help="tokens per completion")
     parser.add_argument("--chats", type=int, default=200, help="chat completions each way")
     parser.add_argument("--max-len", type=int, default=256, help="max_model_len")
-    parser.add_argument("--rounds", type=int, default=2, help="deployments each way")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="batches and deployments each way")
     parser.add_argument("--size", choices=["tiny", "0.5b"], default="tiny")
     print("\n".join(run(parser.parse_args())))
 
