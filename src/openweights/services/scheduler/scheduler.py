@@ -186,7 +186,9 @@ class Scheduler:
         if not idle:  # most wake-ups while busy
             return 0
         assigned, skipped, done = 0, [], set()
-        orgs = sorted(o for o, q in self._queues.items() if q)
+        # A worker serves its own organization only: the orgs without an idle worker are
+        # not looked at (a pass costs the same with 1 or 100 organizations queued).
+        orgs = sorted(o for o in {w.org for w in idle} if self._queues.get(o))
         try:
             while idle and orgs:
                 for org in list(orgs):
