@@ -34,6 +34,9 @@ from tests.lifecycle.test_provisioner_limits import MovableClock, Watch, provisi
 pytestmark = pytest.mark.anyio
 ORG = "acme"
 
+CAPPED = ("the organization is at its machine cap (1; an admin raises it with "
+          "`ow env set MAX_WORKERS=N`)")
+
 
 @pytest.fixture
 def limited(fast_settings: Settings) -> Callable[..., Settings]:
@@ -115,7 +118,7 @@ async def test_a_waiting_job_says_why_once_in_the_sdk(
             assert [w.reason for w in watch.workers(ORG)] == [
                 "pending job first needs a cpu machine of dev"]
             assert reason(watch, "first") is None
-            assert reason(watch, "second") == "the organization is at its machine cap (1)"
+            assert reason(watch, "second") == CAPPED
             notes = [e for e in watch.events if isinstance(e, JobWaitReasonChanged)]
             assert len(notes) == 2
             for _ in range(3):
@@ -128,7 +131,7 @@ async def test_a_waiting_job_says_why_once_in_the_sdk(
             assert big.wait_reason == "no machine here can have 200 GB of VRAM"
             assert (await ow.jobs.retrieve("first")).wait_reason is None
             listed = {j.id: j.wait_reason for j in await ow.jobs.list()}
-            assert listed["second"] == "the organization is at its machine cap (1)"
+            assert listed["second"] == CAPPED
 
 
 async def test_a_job_of_an_org_whose_starts_back_off_says_so(

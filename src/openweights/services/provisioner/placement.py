@@ -85,8 +85,9 @@ def no_hardware(j: JobState, *, new: bool = False) -> str:
 
 def at_cap(org_cap: int, org_live: int, stack_cap: int) -> str:
     if org_live >= org_cap:
-        return f"the organization is at its machine cap ({org_cap})"
-    return f"the stack is at its machine cap ({stack_cap})"
+        return (f"the organization is at its machine cap ({org_cap}; an admin raises it "
+                "with `ow env set MAX_WORKERS=N`)")
+    return f"the stack is at its machine cap ({stack_cap}; the operator's OW_MAX_WORKERS)"
 
 
 def cooling_down(until: datetime) -> str:
