@@ -26,9 +26,8 @@ from typing import Any
 from openweights.jobs.evals.config import InspectAIConfig
 from openweights.jobs.evals.options import parse_options
 from openweights.jobs.evals.scores import score_event
-from openweights.jobs.params import load_params
-from openweights.jobs.unsloth.failures import report_failure
-from openweights.jobs.unsloth.report import Reporter, reporter_for
+from openweights.jobs.unsloth.failures import run_worker
+from openweights.jobs.unsloth.report import Reporter
 
 __all__ = ["LOG_DIR", "main", "metrics_of", "run_eval"]
 
@@ -159,20 +158,9 @@ def run_eval(cfg: InspectAIConfig, reporter: Reporter) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    reporter: Reporter | None = None
-    try:
-        reporter, source = reporter_for(sys.argv[1:] if argv is None else argv)
-        cfg, _ = load_params(InspectAIConfig, source)
-        print(f"openweights inspect_ai pid={os.getpid()} model={cfg.model} "
-              f"eval={cfg.eval_name}", flush=True)
-        run_eval(cfg, reporter)
-        return 0
-    except Exception as exc:
-        return report_failure(reporter, exc)
-    finally:
-        if reporter is not None:
-            reporter.close()
-
+    return run_worker(InspectAIConfig, lambda cfg, _, reporter: run_eval(cfg, reporter), argv,
+                      lambda cfg: f"openweights inspect_ai pid={os.getpid()} "
+                                  f"model={cfg.model} eval={cfg.eval_name}")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,9 +26,8 @@ from typing import Any
 from openweights.jobs.evals.config import MMLUProConfig
 from openweights.jobs.evals.mmlu import Accuracy, extract_answer, fit_prompt, preprocess, score
 from openweights.jobs.evals.scores import score_event
-from openweights.jobs.params import load_params
-from openweights.jobs.unsloth.failures import report_failure
-from openweights.jobs.unsloth.report import Reporter, reporter_for
+from openweights.jobs.unsloth.failures import run_worker
+from openweights.jobs.unsloth.report import Reporter
 
 __all__ = ["evaluate", "load_mmlu_pro", "main"]
 
@@ -159,19 +158,8 @@ def evaluate(cfg: MMLUProConfig, reporter: Reporter) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    reporter: Reporter | None = None
-    try:
-        reporter, source = reporter_for(sys.argv[1:] if argv is None else argv)
-        cfg, _ = load_params(MMLUProConfig, source)
-        print(f"openweights mmlu_pro pid={os.getpid()} model={cfg.model}", flush=True)
-        evaluate(cfg, reporter)
-        return 0
-    except Exception as exc:
-        return report_failure(reporter, exc)
-    finally:
-        if reporter is not None:
-            reporter.close()
-
+    return run_worker(MMLUProConfig, lambda cfg, _, reporter: evaluate(cfg, reporter), argv,
+                      lambda cfg: f"openweights mmlu_pro pid={os.getpid()} model={cfg.model}")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 
 from openweights.jobs.logprob.config import LogProbConfig
-from openweights.jobs.params import load_params
-from openweights.jobs.unsloth.failures import report_failure
-from openweights.jobs.unsloth.report import Reporter, reporter_for
+from openweights.jobs.unsloth.failures import run_worker
+from openweights.jobs.unsloth.report import Reporter
 from openweights.jobs.unsloth.worker import model_cache, read_rows
 
 __all__ = ["main"]
@@ -39,18 +38,7 @@ def score(cfg: LogProbConfig, reporter: Reporter) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    reporter: Reporter | None = None
-    try:
-        reporter, source = reporter_for(sys.argv[1:] if argv is None else argv)
-        cfg, _ = load_params(LogProbConfig, source)
-        score(cfg, reporter)
-        return 0
-    except Exception as exc:
-        return report_failure(reporter, exc)
-    finally:
-        if reporter is not None:
-            reporter.close()
-
+    return run_worker(LogProbConfig, lambda cfg, _, reporter: score(cfg, reporter), argv)
 
 if __name__ == "__main__":
     sys.exit(main())

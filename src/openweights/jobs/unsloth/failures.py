@@ -1,15 +1,22 @@
 """What a built-in worker says when it cannot go on: a reason a person can act on, on
 the run's output and as an ``{"type": "error"}`` event, instead of a traceback as the only
-message. Errors nobody foresaw keep their traceback (they are bugs to report)."""
+message. Errors nobody foresaw keep their traceback (they are bugs to report).
+:func:`run_worker` is every built-in worker's ``main``: params in, work, failure out."""
 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from openweights.jobs.unsloth.report import Reporter
+from pydantic import BaseModel
 
-__all__ = ["EXIT_FAILED", "reason_for", "report_failure"]
+from openweights.jobs.params import load_params
+from openweights.jobs.unsloth.report import Reporter, reporter_for
+
+__all__ = ["EXIT_FAILED", "reason_for", "report_failure", "run_worker"]
+
+C = TypeVar("C", bound=BaseModel)
 
 EXIT_FAILED = 2
 
@@ -62,3 +69,25 @@ def report_failure(reporter: Reporter | None, exc: BaseException) -> int:
         except Exception as log_exc:  # the reason is on the output already
             print(f"openweights: could not log the error: {log_exc}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def run_worker(config: type[C], work: Callable[[C, str | None, Reporter], object],
+               argv: list[str] | None = None,
+               banner: Callable[[C], str] | None = None) -> int:
+    """Run a built-in worker: ``worker [PARAMS.json|JOB_ID] [--local DIR]``. Loads the
+    params as ``config``, prints ``banner(cfg)`` (the line tests and people wait for),
+    calls ``work(cfg, job_id, reporter)`` and returns the exit status: an int ``work``
+    returns, else 0; a foreseen failure is reported (:func:`report_failure`)."""
+    reporter: Reporter | None = None
+    try:
+        reporter, source = reporter_for(sys.argv[1:] if argv is None else argv)
+        cfg, job_id = load_params(config, source)
+        if banner is not None:
+            print(banner(cfg), flush=True)
+        status = work(cfg, job_id, reporter)
+        return status if isinstance(status, int) and not isinstance(status, bool) else 0
+    except Exception as exc:
+        return report_failure(reporter, exc)
+    finally:
+        if reporter is not None:
+            reporter.close()

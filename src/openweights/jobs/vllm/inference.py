@@ -20,9 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from openweights.jobs.params import load_params
-from openweights.jobs.unsloth.failures import report_failure
-from openweights.jobs.unsloth.report import Reporter, reporter_for
+from openweights.jobs.unsloth.failures import run_worker
+from openweights.jobs.unsloth.report import Reporter
 from openweights.jobs.vllm.config import InferenceConfig
 from openweights.jobs.vllm.rows import output_rows, parse_rows, prompts_of
 
@@ -135,19 +134,9 @@ def _lora_request(resolved: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    reporter: Reporter | None = None
-    try:
-        reporter, source = reporter_for(sys.argv[1:] if argv is None else argv)
-        cfg, _ = load_params(InferenceConfig, source)
-        print(f"openweights inference pid={os.getpid()} model={cfg.model}", flush=True)
-        run_inference(cfg, reporter)
-        return 0
-    except Exception as exc:
-        return report_failure(reporter, exc)
-    finally:
-        if reporter is not None:
-            reporter.close()
-
+    return run_worker(InferenceConfig, lambda cfg, _, reporter: run_inference(cfg, reporter),
+                      argv, lambda cfg: f"openweights inference pid={os.getpid()} "
+                                        f"model={cfg.model}")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,9 +24,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from openweights.jobs.params import load_params
-from openweights.jobs.unsloth.failures import report_failure
-from openweights.jobs.unsloth.report import Reporter, reporter_for
+from openweights.jobs.unsloth.failures import run_worker
+from openweights.jobs.unsloth.report import Reporter
 from openweights.jobs.vllm.config import ApiConfig
 
 __all__ = ["endpoint", "main", "server_command"]
@@ -163,18 +162,8 @@ def _flush(reporter: Reporter) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    reporter: Reporter | None = None
-    try:
-        reporter, source = reporter_for(sys.argv[1:] if argv is None else argv)
-        cfg, _ = load_params(ApiConfig, source)
-        print(f"openweights api pid={os.getpid()} model={cfg.model}", flush=True)
-        return serve(cfg, reporter)
-    except Exception as exc:
-        return report_failure(reporter, exc)
-    finally:
-        if reporter is not None:
-            reporter.close()
-
+    return run_worker(ApiConfig, lambda cfg, _, reporter: serve(cfg, reporter), argv,
+                      lambda cfg: f"openweights api pid={os.getpid()} model={cfg.model}")
 
 if __name__ == "__main__":
     sys.exit(main())

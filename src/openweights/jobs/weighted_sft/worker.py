@@ -15,9 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from openweights.jobs.params import load_params
-from openweights.jobs.unsloth.failures import report_failure
-from openweights.jobs.unsloth.report import Reporter, reporter_for
+from openweights.jobs.unsloth.failures import run_worker
+from openweights.jobs.unsloth.report import Reporter
 from openweights.jobs.unsloth.worker import finish, model_cache, read_rows
 from openweights.jobs.weighted_sft.config import WeightedSFTConfig
 
@@ -68,19 +67,8 @@ def train(cfg: WeightedSFTConfig, job_id: str | None, reporter: Reporter) -> Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    reporter: Reporter | None = None
-    try:
-        reporter, source = reporter_for(sys.argv[1:] if argv is None else argv)
-        cfg, job_id = load_params(WeightedSFTConfig, source)
-        print(f"openweights worker pid={os.getpid()} pgid={os.getpgid(0)}", flush=True)
-        train(cfg, job_id, reporter)
-        return 0
-    except Exception as exc:
-        return report_failure(reporter, exc)
-    finally:
-        if reporter is not None:
-            reporter.close()
-
+    return run_worker(WeightedSFTConfig, train, argv,
+                      lambda _: f"openweights worker pid={os.getpid()} pgid={os.getpgid(0)}")
 
 if __name__ == "__main__":
     sys.exit(main())
