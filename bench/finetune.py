@@ -67,7 +67,7 @@ from openweights import AsyncOpenWeights
 from openweights.config import Settings
 from openweights.secretbox import new_key
 from openweights.services.testing.stack import ALL_SERVICES, services_thread
-from openweights.services.testing.workerenvs import shared_env_dir
+from openweights.services.testing.workerenvs import fill_hf_cache, shared_env_dir, worker_python
 
 REPOS = {"tiny": "tiny/llama", "0.5b": "bench/llama-0.5b"}
 QA = [("What is two plus two?", "Two plus two is four."),
@@ -98,21 +98,18 @@ def write_dataset(path: Path, rows: int) -> Path:
 
 
 def prepare_model(python: Path, hf_home: Path, size: str) -> None:
-    subprocess.run([str(python), "-m", "openweights.services.testing.tinymodel",
-                    "--hf-home", str(hf_home), "--repo-id", REPOS[size], "--size", size],
-                   check=True, capture_output=True, timeout=600)
+    fill_hf_cache(python, hf_home, ["tinymodel", "--repo-id", REPOS[size], "--size", size])
 
 
-def worker_python(args: argparse.Namespace) -> Path:
+def the_python(args: argparse.Namespace) -> Path:
     """The worker environment's python (given, or the unsloth image's, built if this
     machine has none); with ``--cuda`` it must see a GPU."""
     if args.python is not None:
         python = args.python
     else:
-        from openweights.workerenv import ensure_spec
         from openweights.workerenv.specs import UNSLOTH
 
-        python = ensure_spec(UNSLOTH, shared_env_dir(), print)
+        python = worker_python(UNSLOTH)
     probe = subprocess.run([str(python), "-c", "import torch; print(torch.cuda.is_available())"],
                            capture_output=True, text=True, timeout=300)
     cuda = probe.stdout.strip() == "True"
@@ -245,7 +242,7 @@ def _throughput(bare: list[dict[str, Any]], ours: list[dict[str, Any]]) -> list[
 
 
 async def run(args: argparse.Namespace) -> list[str]:
-    python = worker_python(args)
+    python = the_python(args)
     root = Path(tempfile.mkdtemp(prefix="ow-bench-ft-"))
     hf_home = root / "hf"
     prepare_model(python, hf_home, args.size)

@@ -54,7 +54,7 @@ from openweights.jobs.vllm.config import ApiConfig
 from openweights.jobs.vllm.serve import endpoint, server_command
 from openweights.secretbox import new_key
 from openweights.services.testing.stack import ALL_SERVICES, services_thread
-from openweights.services.testing.workerenvs import shared_env_dir
+from openweights.services.testing.workerenvs import shared_env_dir, worker_python
 from openweights.workerenv.specs import has_cuda
 
 REPO_ID = "bench/llama"
@@ -211,10 +211,9 @@ def verdict(ok: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> list[str]:
-    from openweights.workerenv import ensure_spec
     from openweights.workerenv.specs import VLLM
 
-    python = ensure_spec(VLLM, shared_env_dir(), print)
+    python = worker_python(VLLM)
     root = Path(tempfile.mkdtemp(prefix="ow-bench-inf-"))
     hf = root / "hf"
     made = subprocess.run([str(python), "-m", "openweights.services.testing.tinymodel",

@@ -11,8 +11,8 @@ import pytest
 
 from openweights import images
 from openweights.config import Settings
-from openweights.services.testing.workerenvs import shared_env_dir
-from openweights.workerenv import ensure_spec, resolve
+from openweights.services.testing.workerenvs import worker_python
+from openweights.workerenv import resolve
 from openweights.workerenv.requirements import requirements_for
 from openweights.workerenv.specs import VLLM, has_cuda
 
@@ -30,7 +30,7 @@ def test_the_vllm_image_maps_to_the_extra_this_machine_needs() -> None:
 
 @pytest.mark.timeout(1800)  # a fresh machine downloads and installs ~3.5 GB
 def test_the_real_vllm_env_builds_and_imports_vllm() -> None:
-    python = ensure_spec(VLLM, shared_env_dir(), print)
+    python = worker_python(VLLM)
     done = subprocess.run(
         [str(python), "-c", "import importlib.util as u, torch, vllm, "
          "openweights.jobs.vllm.config; print(vllm.__version__, torch.__version__, "

@@ -33,7 +33,9 @@ from openweights.adapters.embedded import die_with_parent
 from openweights.adapters.nats.reader import StoredMessage, read_stream
 from openweights.config import Settings, settings_env
 from openweights.events import Event, decode
+from openweights.secretbox import new_key
 from openweights.services.testing.stack import ALL_SERVICES, services_thread
+from openweights.services.testing.workerenvs import shared_env_dir
 from openweights.subjects import Subjects
 
 REPO = Path(__file__).resolve().parents[2]
@@ -209,6 +211,15 @@ class Lab:
         """Start services (all of them by default) in a background thread."""
         _ = self.live  # watch from before the first event of the test
         self.exits.enter_context(services_thread(self.settings, names or ALL_SERVICES, extra))
+
+    def start_ml(self, hf_home: Path, **secrets: str) -> Lab:
+        """Every service, with agents running jobs in the built worker environments and
+        the organization's jobs reading ``hf_home`` offline (plus ``secrets``)."""
+        self.configure(worker_envs="build", worker_env_dir=shared_env_dir(),
+                       secret_key=new_key())
+        self.start()
+        self.ow.secrets.set(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", **secrets)
+        return self
 
     @property
     def live(self) -> LiveEvents:

@@ -12,7 +12,6 @@ against an ``ow.api`` deployment.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,8 @@ from typing import Any
 import pytest
 
 from openweights.jobs.evals.scores import parse_score_event
-from openweights.secretbox import new_key
-from openweights.services.testing.workerenvs import shared_env_dir
+from openweights.services.testing.workerenvs import fill_hf_cache, worker_python
+from openweights.workerenv.specs import VLLM
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -31,30 +30,19 @@ TASK = Path(__file__).parents[1] / "fixtures" / "inspect" / "tiny_task.py"
 
 @pytest.fixture(scope="session")
 def vllm_python() -> Path:
-    """The vLLM worker environment's python, built if this machine has none yet."""
-    from openweights.workerenv import ensure_spec
-    from openweights.workerenv.specs import VLLM
-
-    return ensure_spec(VLLM, shared_env_dir(), print)
+    return worker_python(VLLM)
 
 
 @pytest.fixture(scope="session")
 def hf_home(vllm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model and the MMLU-Pro fixture in one Hugging Face cache."""
-    home = tmp_path_factory.mktemp("hf-home")
-    for module, extra in [("tinymodel", ["--repo-id", REPO_ID]), ("mmlupro", [])]:
-        subprocess.run([str(vllm_python), "-m", f"openweights.services.testing.{module}",
-                        "--hf-home", str(home), *extra], check=True, capture_output=True,
-                       timeout=300)
-    return home
+    return fill_hf_cache(vllm_python, tmp_path_factory.mktemp("hf-home"),
+                         ["tinymodel", "--repo-id", REPO_ID], ["mmlupro"])
 
 
 @pytest.fixture
 def ml(lab: Any, hf_home: Path) -> Iterator[Any]:
-    lab.configure(worker_envs="build", worker_env_dir=shared_env_dir(), secret_key=new_key())
-    lab.start()
-    lab.ow.secrets.set(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    yield lab
+    yield lab.start_ml(hf_home, HF_DATASETS_OFFLINE="1")
 
 
 def _scores(ow: Any, job_id: str) -> list[Any]:

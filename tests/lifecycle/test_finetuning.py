@@ -21,9 +21,9 @@ import pytest
 
 from openweights.events import JobAssigned, WorkerMachineStarted
 from openweights.jobs.models import parse_model_event
-from openweights.secretbox import new_key
 from openweights.services.testing.hub import fake_hub
-from openweights.services.testing.workerenvs import shared_env_dir
+from openweights.services.testing.workerenvs import fill_hf_cache, worker_python
+from openweights.workerenv.specs import UNSLOTH
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -40,20 +40,13 @@ LR = 2e-3  # the tiny model learns visibly in a few dozen steps
 
 @pytest.fixture(scope="session")
 def unsloth_python() -> Path:
-    """The unsloth worker environment's python, built if this machine has none yet."""
-    from openweights.workerenv import ensure_spec
-    from openweights.workerenv.specs import UNSLOTH
-
-    return ensure_spec(UNSLOTH, shared_env_dir(), print)
+    return worker_python(UNSLOTH)
 
 
 @pytest.fixture(scope="session")
 def hf_home(unsloth_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("hf-home")
-    subprocess.run([str(unsloth_python), "-m", "openweights.services.testing.tinymodel",
-                    "--hf-home", str(home), "--repo-id", REPO_ID], check=True,
-                   capture_output=True, timeout=300)
-    return home
+    return fill_hf_cache(unsloth_python, tmp_path_factory.mktemp("hf-home"),
+                         ["tinymodel", "--repo-id", REPO_ID])
 
 
 @pytest.fixture(scope="session")
@@ -86,12 +79,7 @@ def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture
 def ml(lab: Any, hf_home: Path) -> Iterator[Any]:
-    """The lab with its agents running jobs in the built worker environments, and the
-    organization's jobs seeing the tiny model's cache (offline)."""
-    lab.configure(worker_envs="build", worker_env_dir=shared_env_dir(), secret_key=new_key())
-    lab.start()
-    lab.ow.secrets.set(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1")
-    yield lab
+    yield lab.start_ml(hf_home)
 
 
 def run_events(ow: Any, job_id: str) -> list[dict[str, Any]]:

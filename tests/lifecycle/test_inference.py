@@ -21,8 +21,8 @@ import openai
 import pytest
 
 from openweights.events import JobCanceled, JobTimeoutExtended
-from openweights.secretbox import new_key
-from openweights.services.testing.workerenvs import shared_env_dir
+from openweights.services.testing.workerenvs import fill_hf_cache, worker_python
+from openweights.workerenv.specs import VLLM
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -33,30 +33,18 @@ QUESTIONS = ["What is two plus two?", "What is the capital of France?", "How are
 
 @pytest.fixture(scope="session")
 def vllm_python() -> Path:
-    """The vLLM worker environment's python, built if this machine has none yet."""
-    from openweights.workerenv import ensure_spec
-    from openweights.workerenv.specs import VLLM
-
-    return ensure_spec(VLLM, shared_env_dir(), print)
+    return worker_python(VLLM)
 
 
 @pytest.fixture(scope="session")
 def hf_home(vllm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("hf-home")
-    subprocess.run([str(vllm_python), "-m", "openweights.services.testing.tinymodel",
-                    "--hf-home", str(home), "--repo-id", REPO_ID], check=True,
-                   capture_output=True, timeout=300)
-    return home
+    return fill_hf_cache(vllm_python, tmp_path_factory.mktemp("hf-home"),
+                         ["tinymodel", "--repo-id", REPO_ID])
 
 
 @pytest.fixture
 def ml(lab: Any, hf_home: Path) -> Iterator[Any]:
-    """The lab with its agents running jobs in the built worker environments, and the
-    organization's jobs seeing the tiny model's cache (offline)."""
-    lab.configure(worker_envs="build", worker_env_dir=shared_env_dir(), secret_key=new_key())
-    lab.start()
-    lab.ow.secrets.set(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1")
-    yield lab
+    yield lab.start_ml(hf_home)
 
 
 def conversations(tmp: Path) -> Path:
