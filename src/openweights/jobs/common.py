@@ -12,9 +12,9 @@ import operator
 import re
 import string
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from openweights.ids import FILE_ID
 
@@ -146,6 +146,33 @@ def positive_steps(value: int | str | None) -> int | str | None:
     if isinstance(value, int) and value <= 0:
         raise ValueError("evaluation steps must be positive if given as an integer")
     return value
+
+
+def one_of(name: str, choices: tuple[str, ...]) -> AfterValidator:
+    """A field check: the value is one of ``choices`` (the error names ``name``)."""
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(choices)}")
+        return value
+    return AfterValidator(check)
+
+
+def _learning_rate(value: float | str) -> float | str:
+    resolve_learning_rate(value)  # an expression is refused at submit, not on the machine
+    return value
+
+
+def _lora_dropout(value: float) -> float:
+    if not 0 <= value <= 1:
+        raise ValueError("lora_dropout must be between 0 and 1")
+    return value
+
+
+# The fields the training configs share, each with its check.
+LearningRate = Annotated[float | str, AfterValidator(_learning_rate)]
+ModelIdTemplate = Annotated[str, AfterValidator(check_template)]
+LoraDropout = Annotated[float, AfterValidator(_lora_dropout)]
+Scheduler = Annotated[str, one_of("lr_scheduler_type", SCHEDULERS)]
 
 
 class SamplingCallback(BaseModel):

@@ -27,9 +27,16 @@ The worker's contract
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from openweights.jobs.common import (
     CONVERSATIONS,
@@ -37,10 +44,13 @@ from openweights.jobs.common import (
     DEFAULT_TARGET_MODULES,
     OPTIMIZERS,
     PREFERENCE,
-    SCHEDULERS,
+    LearningRate,
+    LoraDropout,
+    ModelIdTemplate,
     SamplingCallback,
+    Scheduler,
     check_dataset,
-    check_template,
+    one_of,
     positive_steps,
     resolve_learning_rate,
 )
@@ -60,7 +70,7 @@ class TrainingConfig(BaseModel):
     training_file: str = Field(..., description="file id of the training dataset")
     test_file: str | None = None
     chat_template: str = "default"
-    finetuned_model_id: str = DEFAULT_FINETUNED_MODEL_ID
+    finetuned_model_id: ModelIdTemplate = DEFAULT_FINETUNED_MODEL_ID
     model_naming_extra_parameters: dict[str, str] | None = None
     job_id_suffix: str | None = None
     max_seq_length: int = 2048
@@ -72,7 +82,7 @@ class TrainingConfig(BaseModel):
     lora_bias: Literal["all", "none"] = "none"
     r: int = 16
     lora_alpha: int = 16
-    lora_dropout: float = 0.0
+    lora_dropout: LoraDropout = 0.0
     use_rslora: bool = True
     merge_before_push: bool = True
     push_to_private: bool = True
@@ -81,11 +91,11 @@ class TrainingConfig(BaseModel):
     per_device_train_batch_size: int = 2
     gradient_accumulation_steps: int = 8
     warmup_steps: int = 5
-    learning_rate: float | str = 1e-4
+    learning_rate: LearningRate = 1e-4
     logging_steps: int = 1
-    optim: str = "adamw_8bit"
+    optim: Annotated[str, one_of("optim", OPTIMIZERS)] = "adamw_8bit"
     weight_decay: float = 0.01
-    lr_scheduler_type: str = "linear"
+    lr_scheduler_type: Scheduler = "linear"
     seed: int = 3407
     beta: float = 0.1
     save_steps: int = 5000
@@ -93,7 +103,7 @@ class TrainingConfig(BaseModel):
     train_on_responses_only: bool = True
     packing: bool = True
     logp_callback_datasets: dict[str, str] = Field(default_factory=dict)
-    eval_every_n_steps: int = 5000
+    eval_every_n_steps: Annotated[int, AfterValidator(positive_steps)] = 5000
     sampling_callbacks: list[SamplingCallback] | None = None
     eval_batch_size: int = 8
     test_file_eval_steps: int | float | None = None
@@ -103,44 +113,6 @@ class TrainingConfig(BaseModel):
     def learning_rate_value(self) -> float:
         """The learning rate to train with (``learning_rate`` evaluated)."""
         return resolve_learning_rate(self.learning_rate)
-
-    @field_validator("learning_rate")
-    @classmethod
-    def _learning_rate(cls, v: float | str) -> float | str:
-        resolve_learning_rate(v)  # refused at submit, not on the machine
-        return v
-
-    @field_validator("finetuned_model_id")
-    @classmethod
-    def _finetuned_model_id(cls, v: str) -> str:
-        return check_template(v)
-
-    @field_validator("lora_dropout")
-    @classmethod
-    def _dropout(cls, v: float) -> float:
-        if not 0 <= v <= 1:
-            raise ValueError("lora_dropout must be between 0 and 1")
-        return v
-
-    @field_validator("optim")
-    @classmethod
-    def _optim(cls, v: str) -> str:
-        if v not in OPTIMIZERS:
-            raise ValueError(f"optim must be one of {', '.join(OPTIMIZERS)}")
-        return v
-
-    @field_validator("lr_scheduler_type")
-    @classmethod
-    def _scheduler(cls, v: str) -> str:
-        if v not in SCHEDULERS:
-            raise ValueError(f"lr_scheduler_type must be one of {', '.join(SCHEDULERS)}")
-        return v
-
-    @field_validator("eval_every_n_steps")
-    @classmethod
-    def _eval_steps(cls, v: int) -> int:
-        positive_steps(v)
-        return v
 
     @field_validator("test_file_eval_strategy")
     @classmethod

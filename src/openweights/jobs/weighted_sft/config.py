@@ -13,18 +13,21 @@ part is trained with its weight (negative: unlikelihood), as in the original.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from openweights.jobs.common import (
     CONVERSATIONS,
     DEFAULT_FINETUNED_MODEL_ID,
     DEFAULT_TARGET_MODULES,
-    SCHEDULERS,
+    LearningRate,
+    LoraDropout,
+    ModelIdTemplate,
+    Scheduler,
     WeightedSamplingCallback,
     check_dataset,
-    check_template,
+    one_of,
     positive_steps,
     resolve_learning_rate,
 )
@@ -43,7 +46,7 @@ class WeightedSFTConfig(BaseModel):
     training_file: str = Field(..., description="file id of the training dataset")
     test_file: str | None = None
     chat_template: str = "default"
-    finetuned_model_id: str = DEFAULT_FINETUNED_MODEL_ID
+    finetuned_model_id: ModelIdTemplate = DEFAULT_FINETUNED_MODEL_ID
     ft_id_suffix: str | None = None
     model_naming_extra_parameters: dict[str, str] | None = None
     job_id_suffix: str | None = None
@@ -56,7 +59,7 @@ class WeightedSFTConfig(BaseModel):
     lora_bias: Literal["all", "none"] = "none"
     r: int = 16
     lora_alpha: int = 16
-    lora_dropout: float = 0.0
+    lora_dropout: LoraDropout = 0.0
     use_rslora: bool = True
     merge_before_push: bool = True
     push_to_private: bool = True
@@ -65,11 +68,11 @@ class WeightedSFTConfig(BaseModel):
     per_device_train_batch_size: int = 2
     gradient_accumulation_steps: int = 8
     warmup_steps: int = 5
-    learning_rate: float | str = 1e-4
+    learning_rate: LearningRate = 1e-4
     logging_steps: int = 1
-    optim: str = "adamw_torch"
+    optim: Annotated[str, one_of("optim", OPTIMIZERS)] = "adamw_torch"
     weight_decay: float = 0.01
-    lr_scheduler_type: str = "linear"
+    lr_scheduler_type: Scheduler = "linear"
     max_grad_norm: float = 1.0
     seed: int = 3407
     save_steps: int = 5000
@@ -78,7 +81,7 @@ class WeightedSFTConfig(BaseModel):
     logp_callback_datasets: dict[str, str] = Field(default_factory=dict)
     sampling_callbacks: list[WeightedSamplingCallback] | None = None
     eval_batch_size: int = 8
-    eval_every_n_steps: Literal["log"] | int = "log"
+    eval_every_n_steps: Annotated[Literal["log"] | int, AfterValidator(positive_steps)] = "log"
     meta: dict[str, Any] | None = None
 
     def learning_rate_value(self) -> float:
@@ -90,43 +93,6 @@ class WeightedSFTConfig(BaseModel):
         n = self.eval_every_n_steps
         return self.logging_steps if n == "log" else int(n)
 
-    @field_validator("learning_rate")
-    @classmethod
-    def _learning_rate(cls, v: float | str) -> float | str:
-        resolve_learning_rate(v)
-        return v
-
-    @field_validator("finetuned_model_id")
-    @classmethod
-    def _finetuned_model_id(cls, v: str) -> str:
-        return check_template(v)
-
-    @field_validator("lora_dropout")
-    @classmethod
-    def _dropout(cls, v: float) -> float:
-        if not 0 <= v <= 1:
-            raise ValueError("lora_dropout must be between 0 and 1")
-        return v
-
-    @field_validator("optim")
-    @classmethod
-    def _optim(cls, v: str) -> str:
-        if v not in OPTIMIZERS:
-            raise ValueError(f"optim must be one of {', '.join(OPTIMIZERS)}")
-        return v
-
-    @field_validator("lr_scheduler_type")
-    @classmethod
-    def _scheduler(cls, v: str) -> str:
-        if v not in SCHEDULERS:
-            raise ValueError(f"lr_scheduler_type must be one of {', '.join(SCHEDULERS)}")
-        return v
-
-    @field_validator("eval_every_n_steps")
-    @classmethod
-    def _eval_steps(cls, v: int | str) -> int | str:
-        positive_steps(v)
-        return v
 
     @model_validator(mode="after")
     def _datasets(self) -> WeightedSFTConfig:
