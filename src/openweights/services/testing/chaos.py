@@ -101,7 +101,7 @@ async def run_chaos(home: Path, plan: ChaosPlan) -> ChaosReport:
     report = ChaosReport()
     started = time.monotonic()
     try:
-        await _soak(stack, plan, report)
+        await soak_under(stack, plan, report)
     finally:
         report.seconds = time.monotonic() - started
         await anyio.to_thread.run_sync(stack.stop)
@@ -119,7 +119,7 @@ class Soaked(Protocol):
 Outages = Callable[..., Coroutine[Any, Any, None]]
 
 
-async def _soak(stack: Soaked, plan: ChaosPlan, report: ChaosReport, *,
+async def soak_under(stack: Soaked, plan: ChaosPlan, report: ChaosReport, *,
                 aow: AsyncOpenWeights | None = None, ops: AsyncOpenWeights | None = None,
                 outages: Outages | None = None) -> None:
     """Run the plan's jobs while ``outages`` (default: the chaos schedule below) happen.

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import anyio
 import nats
+from nats.js.api import StreamInfo
 
 from openweights.adapters.nats.servers import connect_options
 from openweights.config import Settings
 from openweights.sdk.client import AsyncOpenWeights
-from openweights.services.testing.chaos import ChaosPlan, ChaosReport, _soak
+from openweights.services.testing.chaos import ChaosPlan, ChaosReport, soak_under
 from openweights.services.testing.production import ClusterStack
 from openweights.subjects import Subjects
 
@@ -63,7 +64,7 @@ async def run_production(home: Path, plan: ProductionPlan) -> ChaosReport:
             await anyio.sleep_forever()
 
     try:
-        await _soak(stack, soak, report, aow=aow, ops=ops, outages=outages)
+        await soak_under(stack, soak, report, aow=aow, ops=ops, outages=outages)
         events, replicas = await _events(stack.settings)
         report.check("events stream replicas", 3, replicas)
         report.rows.append(("events in the log", "", str(events), True))
@@ -96,23 +97,23 @@ async def _outages(stack: ClusterStack, plan: ProductionPlan, rng: random.Random
         report.kills[service] += 1
 
 
-async def _leader(settings: Settings) -> str:
-    """The node that leads the events stream now (the one whose loss hurts most)."""
+async def _stream_info(settings: Settings) -> StreamInfo:
+    """The events stream's info, asked of the cluster by the services' user."""
     assert settings.nats_url is not None
     nc = await nats.connect(**connect_options(settings.nats_url), allow_reconnect=False)
     try:
-        info = await nc.jetstream().stream_info(Subjects(settings.namespace).events_stream)
+        return await nc.jetstream().stream_info(Subjects(settings.namespace).events_stream)
     finally:
         await nc.close()
+
+
+async def _leader(settings: Settings) -> str:
+    """The node that leads the events stream now (the one whose loss hurts most)."""
+    info = await _stream_info(settings)
     assert info.cluster is not None and info.cluster.leader is not None
-    return info.cluster.leader
+    return str(info.cluster.leader)
 
 
 async def _events(settings: Settings) -> tuple[int, int]:
-    assert settings.nats_url is not None
-    nc = await nats.connect(**connect_options(settings.nats_url), allow_reconnect=False)
-    try:
-        info = await nc.jetstream().stream_info(Subjects(settings.namespace).events_stream)
-    finally:
-        await nc.close()
+    info = await _stream_info(settings)
     return int(info.state.messages), int(info.config.num_replicas or 1)
