@@ -20,7 +20,7 @@ import pytest
 import structlog
 
 from openweights import OpenWeights
-from openweights.adapters.embedded import _wait_port, free_port, nats_server_binary
+from openweights.adapters.embedded import free_port, nats_server_binary, wait_accepting
 from openweights.adapters.nats.server_config import render_nats_conf
 from openweights.config import Settings
 from openweights.domain.commands import AssignJob, StartRun
@@ -92,7 +92,7 @@ def small_nats(tmp_path: Path) -> Iterator[str]:
     proc = subprocess.Popen([nats_server_binary(), "-c", str(conf), "-l", str(log)],
                             stdin=subprocess.DEVNULL)
     try:
-        _wait_port("127.0.0.1", port, proc, log)
+        wait_accepting("127.0.0.1", port, proc, log)
         yield f"nats://127.0.0.1:{port}"
     finally:
         proc.terminate()

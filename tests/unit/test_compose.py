@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from openweights import images
-from openweights.adapters.embedded import free_port, nats_server_binary
+from openweights.adapters.embedded import free_port, nats_server_binary, wait_accepting
 from openweights.config import Settings
 from openweights.deploy.secrets import Topology, generate, write
 
@@ -141,23 +141,23 @@ def test_a_node_from_the_config_admits_no_one_without_credentials(tmp_path: Path
     write(tmp_path / "secrets", Topology(nats_routes=("127.0.0.1:1",)))
     shutil.copy(tmp_path / "secrets" / "nats_secrets.conf", tmp_path / "nats_secrets.conf")
     env, port = _node_env(tmp_path)
-    proc = subprocess.Popen([nats_server_binary(), "-c", str(tmp_path / "nats.conf")],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "nats.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([nats_server_binary(), "-c", str(tmp_path / "nats.conf")],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
+        wait_accepting("127.0.0.1", port, proc, log)
+
         async def attempt(**creds: str) -> str:
-            with anyio.fail_after(20):
-                while True:
-                    try:
-                        nc = await nats.connect(f"nats://127.0.0.1:{port}",
-                                                allow_reconnect=False, connect_timeout=2,
-                                                **creds)
-                    except Exception as exc:  # refused, or not listening yet
-                        if "authorization" in str(exc).lower():
-                            return "refused"
-                        await anyio.sleep(0.05)  # the server is still starting
-                        continue
-                    await nc.close()
-                    return "admitted"
+            try:
+                nc = await nats.connect(f"nats://127.0.0.1:{port}", allow_reconnect=False,
+                                        connect_timeout=5, **creds)
+            except Exception as exc:
+                if "authorization" in str(exc).lower():
+                    return "refused"
+                raise
+            await nc.close()
+            return "admitted"
 
         assert anyio.run(attempt) == "refused"
         assert anyio.run(lambda: attempt(token="ow_" + "0" * 48)) == "refused"  # no callout

@@ -68,9 +68,10 @@ def die_with_parent() -> None:
         pass
 
 
-def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    # A TCP accept is the server's own readiness signal; the deadline only bounds a
-    # server that died or hangs.
+def wait_accepting(host: str, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Return once the nats-server ``proc`` (logging to ``log``) accepts connections.
+    A TCP accept is the server's own readiness signal; the deadline only bounds a server
+    that died or hangs (StackUnavailable, with the log's tail)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -130,7 +131,7 @@ class EmbeddedNats:
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True,
                                      preexec_fn=die_with_parent)
         try:
-            _wait_port(self.host, self.port, self.proc, log)
+            wait_accepting(self.host, self.port, self.proc, log)
         except StackUnavailable:
             self.kill()  # a server that hangs must not hold the port for the next try
             raise
